@@ -1,0 +1,46 @@
+"""Small reverse models for toy data (App. D.1)."""
+
+from __future__ import annotations
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+class NormalizedRBFNetwork(nn.Module):
+    """The Swiss roll reverse model (App. D.1.1): a normalised radial-basis-function network.
+
+    One hidden layer of ``num_hidden`` normalised Gaussian bumps,
+    h_k(x) = softmax_k(-|x - c_k|^2 / (2 w_k^2)), shared across time and by
+    both outputs; a separate linear readout per time step t = 1..T maps h to
+    (z_mu, z_Sigma), each of the data's dimension. The diffusion readout
+    (Eqs. 64-65, including the sigmoid on Sigma) is applied by the caller.
+
+    Call: ``apply(params, x_t, t)`` with x_t (N, D) and t (N,) ints in 1..T;
+    returns (z_mu, z_sigma), each (N, D).
+    """
+
+    num_steps: int
+    num_hidden: int = 16
+    init_width: float = 0.5
+
+    @nn.compact
+    def __call__(self, x_t: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
+        chex.assert_rank(x_t, 2)
+        chex.assert_shape(t, (x_t.shape[0],))
+        dim = x_t.shape[-1]
+        centers = self.param("centers", nn.initializers.normal(1.0), (self.num_hidden, dim))
+        log_widths = self.param(
+            "log_widths",
+            nn.initializers.constant(jnp.log(self.init_width)),
+            (self.num_hidden,),
+        )
+        sq_dist = jnp.sum(jnp.square(x_t[:, None, :] - centers[None]), axis=-1)  # (N, H)
+        hidden = jax.nn.softmax(-0.5 * sq_dist * jnp.exp(-2.0 * log_widths), axis=-1)
+        # Per-step readouts, zero-initialised: the reverse kernel starts at the forward one.
+        kernel = self.param("readout_kernel", nn.initializers.zeros, (self.num_steps, self.num_hidden, 2 * dim))
+        bias = self.param("readout_bias", nn.initializers.zeros, (self.num_steps, 2 * dim))
+        index = t - 1
+        out = jnp.einsum("nh,nho->no", hidden, kernel[index]) + bias[index]
+        return out[:, :dim], out[:, dim:]

@@ -1,0 +1,50 @@
+"""Figures in the style of the paper's Figs. 1-5 (matplotlib, Agg backend, written to files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def trajectory_figure(
+    path: Path,
+    forward: list[np.ndarray],
+    reverse: list[np.ndarray],
+    drift: list[tuple[np.ndarray, np.ndarray]],
+    labels: list[str],
+    lim: float = 2.5,
+    title: str | None = None,
+) -> None:
+    """Fig. 1 style: rows are the forward trajectory, the reverse trajectory and the drift.
+
+    Args:
+      forward, reverse: per column, points of shape (N, 2).
+      drift: per column, (grid points (M, 2), drift vectors f_mu(x, t) - x (M, 2)).
+      labels: per column, the time label, e.g. "t = 0".
+    """
+    cols = len(labels)
+    fig, axes = plt.subplots(3, cols, figsize=(3.2 * cols, 9.6), squeeze=False)
+    rows = ("forward q(x^(t))", "reverse p(x^(t))", "drift f_mu(x^(t), t) - x^(t)")
+    for j in range(cols):
+        axes[0, j].scatter(forward[j][:, 0], forward[j][:, 1], s=1.0, alpha=0.5, color="tab:blue")
+        axes[1, j].scatter(reverse[j][:, 0], reverse[j][:, 1], s=1.0, alpha=0.5, color="tab:red")
+        grid, vec = drift[j]
+        axes[2, j].quiver(grid[:, 0], grid[:, 1], vec[:, 0], vec[:, 1], angles="xy", color="tab:green")
+        axes[0, j].set_title(labels[j])
+        for i in range(3):
+            axes[i, j].set_xlim(-lim, lim)
+            axes[i, j].set_ylim(-lim, lim)
+            axes[i, j].set_aspect("equal")
+            if j == 0:
+                axes[i, j].set_ylabel(rows[i])
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

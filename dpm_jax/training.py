@@ -1,0 +1,266 @@
+"""Training infrastructure shared by every experiment.
+
+  * :class:`TrainState`: step, parameters, optimiser state and PRNG key, one pytree.
+  * :func:`make_train_step`: a pure, jitted step from a loss function and an optax optimiser.
+  * :func:`fit`: the loop -- resume from the workdir's latest orbax checkpoint,
+    step, log metrics (JSON lines), checkpoint every N steps, tqdm progress.
+  * :func:`evaluate_per_example`: a per-example function over a whole data set
+    in fixed-size batches (the last one padded and masked out).
+  * Run bookkeeping: the config saved with the run, compatibility checks on
+    resume, atomic JSON writes.
+
+Nothing here knows which experiment or data set it serves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from tqdm.auto import tqdm
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a resumed run needs: step, params, optimiser state and the PRNG key."""
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    rng: jax.Array  # raw uint32 key data, so orbax stores it as a plain array
+
+
+def create_train_state(params, tx: optax.GradientTransformation, rng: jax.Array) -> TrainState:
+    return TrainState(step=jnp.array(0, jnp.int32), params=params, opt_state=tx.init(params), rng=rng)
+
+
+LossFn = Callable[[Any, Any, jax.Array], tuple[jax.Array, dict]]
+
+
+def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation):
+    """A pure train step ``(state, batch) -> (state, metrics)``, jitted with the state donated.
+
+    ``loss_fn(params, batch, key) -> (loss, aux_metrics)`` is minimised. The
+    step key is split from the state's key, so a resumed run draws the same
+    randomness as an uninterrupted one.
+    """
+
+    def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
+        rng, step_key = jax.random.split(state.rng)
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, step_key)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+        new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state, rng=rng)
+        return new_state, metrics
+
+    return jax.jit(train_step, donate_argnums=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Run directory bookkeeping.
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """Writes JSON to a temporary file in the same folder, then renames it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def config_to_dict(config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def check_run_compatible(workdir: Path, experiment: str, config: dict, mutable_keys=()) -> None:
+    """Refuses a workdir whose saved run is another experiment or an incompatible config.
+
+    Keys in ``mutable_keys`` (run length, logging cadence) may change on resume;
+    any other difference would make the checkpoint meaningless for this config.
+    Raises before anything in the workdir is touched.
+    """
+    path = Path(workdir) / CONFIG_FILE
+    if not path.exists():
+        if (Path(workdir) / CHECKPOINT_DIR).exists():
+            raise RuntimeError(
+                f"{workdir} holds checkpoints but no {CONFIG_FILE}; it was not written by this "
+                "library or was damaged. Use a new --workdir."
+            )
+        return
+    try:
+        saved = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise RuntimeError(f"{path} is not valid JSON ({e}); use a new --workdir.") from e
+    if saved.get("experiment") != experiment:
+        raise RuntimeError(
+            f"{workdir} holds a run of experiment {saved.get('experiment')!r}, not {experiment!r}. "
+            "Use a new --workdir (nothing in this one was changed)."
+        )
+    old = saved.get("config", {})
+    diffs = sorted(
+        k for k in set(old) | set(config) if k not in mutable_keys and old.get(k) != config.get(k)
+    )
+    if diffs:
+        detail = ", ".join(f"{k}: saved {old.get(k)!r} vs requested {config.get(k)!r}" for k in diffs)
+        raise RuntimeError(
+            f"{workdir} holds a run with a different config ({detail}). Resume with the saved "
+            "values or use a new --workdir (nothing in this one was changed)."
+        )
+
+
+def save_run_config(workdir: Path, experiment: str, config: dict) -> None:
+    write_json_atomic(Path(workdir) / CONFIG_FILE, {"experiment": experiment, "config": config})
+
+
+def _trim_metrics(path: Path, last_step: int) -> None:
+    """Drops metric lines past the resumed step: those steps are about to be re-run."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints.
+
+
+def checkpoint_manager(workdir: Path, max_to_keep: int = 3) -> ocp.CheckpointManager:
+    """An orbax manager over ``workdir/checkpoints`` (atomic, finalised writes)."""
+    directory = (Path(workdir) / CHECKPOINT_DIR).resolve()
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+    return ocp.CheckpointManager(directory, options=options)
+
+
+def restore_latest(manager: ocp.CheckpointManager, template: TrainState) -> TrainState | None:
+    """The latest complete checkpoint restored into ``template``'s structure, or None."""
+    step = manager.latest_step()
+    if step is None:
+        return None
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
+    try:
+        return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    except (ValueError, KeyError, TypeError) as e:
+        raise RuntimeError(
+            f"checkpoint {step} in {manager.directory} does not match this model's parameters "
+            f"({type(e).__name__}: {str(e)[:300]}). Use a new --workdir for a different model."
+        ) from e
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop.
+
+
+def fit(
+    *,
+    workdir: Path,
+    state: TrainState,
+    train_step: Callable,
+    batch_fn: Callable[[int], Any],
+    num_steps: int,
+    checkpoint_every: int,
+    log_every: int,
+    desc: str = "train",
+) -> TrainState:
+    """Trains until ``state.step == num_steps``, resuming from ``workdir`` if it has a checkpoint.
+
+    ``batch_fn(step)`` returns the batch for a global step: with a
+    deterministic ``batch_fn`` a resumed run sees the same data order.
+    Metrics are fetched from the device every ``log_every`` steps only.
+    """
+    if num_steps < 0 or checkpoint_every < 1 or log_every < 1:
+        raise ValueError("num_steps >= 0, checkpoint_every >= 1 and log_every >= 1 are required.")
+    workdir = Path(workdir)
+    metrics_path = workdir / METRICS_FILE
+    manager = checkpoint_manager(workdir)
+    restored = restore_latest(manager, state)
+    if restored is not None:
+        state = restored
+    start = int(state.step)
+    _trim_metrics(metrics_path, start)
+    if start >= num_steps:
+        manager.close()
+        return state
+
+    with tqdm(total=num_steps, initial=start, desc=desc, dynamic_ncols=True) as bar:
+        for step in range(start, num_steps):
+            state, metrics = train_step(state, batch_fn(step))
+            done = step + 1
+            if done % log_every == 0 or done == num_steps:
+                values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                if not math.isfinite(values["loss"]):
+                    manager.wait_until_finished()
+                    raise FloatingPointError(
+                        f"non-finite loss at step {done}; the last good checkpoint "
+                        f"(step {manager.latest_step()}) in {manager.directory} is intact. "
+                        "Lower the learning rate and resume."
+                    )
+                with metrics_path.open("a") as f:
+                    f.write(json.dumps({"step": done, **values}) + "\n")
+                bar.set_postfix(loss=f"{values['loss']:.4f}")
+            if done % checkpoint_every == 0 or done == num_steps:
+                manager.save(done, args=ocp.args.StandardSave(state))
+            bar.update(1)
+    manager.wait_until_finished()
+    manager.close()
+    return state
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation.
+
+
+def evaluate_per_example(
+    fn: Callable[[jax.Array, jax.Array], jax.Array],
+    data: np.ndarray,
+    key: jax.Array,
+    batch_size: int,
+    desc: str = "eval",
+) -> np.ndarray:
+    """Applies a jitted ``fn(x_batch, key) -> (batch,)`` to every example of ``data``.
+
+    Batches have a fixed size (one compilation); the last one is padded with
+    copies of the first example and the padded outputs are dropped, so every
+    example is counted exactly once. Returns float64 numpy of shape (N,).
+    """
+    data = np.asarray(data)
+    n = data.shape[0]
+    if n == 0:
+        raise ValueError("cannot evaluate an empty data set.")
+    batch_size = min(batch_size, n)
+    out = []
+    for i, start in enumerate(tqdm(range(0, n, batch_size), desc=desc, dynamic_ncols=True)):
+        batch = data[start : start + batch_size]
+        valid = batch.shape[0]
+        if valid < batch_size:
+            pad = np.repeat(data[:1], batch_size - valid, axis=0)
+            batch = np.concatenate([batch, pad], axis=0)
+        values = fn(jnp.asarray(batch), jax.random.fold_in(key, i))
+        out.append(np.asarray(values, dtype=np.float64)[:valid])
+    return np.concatenate(out)
+

@@ -1,0 +1,1 @@
+"""One module per paper experiment: python -m experiments.<name>."""

@@ -1,0 +1,100 @@
+"""The command line every experiment shares.
+
+  python -m experiments.<name> --workdir DIR [--preset NAME] [--config.KEY=VALUE ...] [--eval_only]
+
+Config classes are frozen dataclasses whose fields all have defaults;
+``--help`` lists every key with its default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _field_parser(default: Any):
+    if isinstance(default, bool):
+        return _parse_bool
+    if isinstance(default, int):
+        return int
+    if isinstance(default, float):
+        return float
+    return str
+
+
+def parse_command_line(
+    experiment: str,
+    config_cls: type,
+    presets: dict[str, Any] | None = None,
+    argv: list[str] | None = None,
+    description: str | None = None,
+) -> tuple[Any, argparse.Namespace]:
+    """Parses ``argv`` into (config, args). Unknown keys and bad values exit with a clear message."""
+    presets = presets or {}
+    base = config_cls()
+    parser = argparse.ArgumentParser(
+        prog=f"python -m experiments.{experiment}",
+        description=description,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--workdir", required=True, type=Path, help="run directory (created)")
+    parser.add_argument(
+        "--preset",
+        choices=sorted(presets),
+        default=None,
+        help="start from a named config; --config.KEY overrides apply on top",
+    )
+    parser.add_argument(
+        "--eval_only", action="store_true", help="evaluate the latest checkpoint in --workdir"
+    )
+    group = parser.add_argument_group("config (override with --config.KEY=VALUE)")
+    for field in dataclasses.fields(config_cls):
+        default = getattr(base, field.name)
+        group.add_argument(
+            f"--config.{field.name}",
+            dest=f"config__{field.name}",
+            type=_field_parser(default),
+            default=None,
+            metavar=type(default).__name__.upper(),
+            help=f"default: {default!r}",
+        )
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        keys = [u.split("=")[0] for u in unknown]
+        config_keys = [k[len("--config.") :] for k in keys if k.startswith("--config.")]
+        if config_keys:
+            valid = ", ".join(f.name for f in dataclasses.fields(config_cls))
+            parser.error(f"unknown config key(s) {config_keys}; valid keys: {valid}")
+        parser.error(f"unrecognised arguments: {' '.join(unknown)}")
+    config = presets[args.preset] if args.preset else base
+    overrides = {
+        f.name: getattr(args, f"config__{f.name}")
+        for f in dataclasses.fields(config_cls)
+        if getattr(args, f"config__{f.name}") is not None
+    }
+    try:
+        config = dataclasses.replace(config, **overrides)
+    except (ValueError, TypeError) as e:
+        parser.error(f"invalid config: {e}")
+    return config, args
+
+
+def fail(message: str) -> None:
+    """Prints an error for the user and exits with status 1 (no traceback)."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(1)
