@@ -1,0 +1,82 @@
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dpm_jax import schedules
+
+
+def test_cumulative_products_match_numpy():
+    for sch in (
+        schedules.reference_code_schedule(50),
+        schedules.linear_schedule(50),
+        schedules.cosine_schedule(50),
+        schedules.learned_schedule(jnp.linspace(-1, 1, 49), 1e-3),
+    ):
+        assert sch.betas.shape == sch.alphas_cumprod.shape == (50,)
+        expected = np.cumprod(1 - np.asarray(sch.betas, np.float64))
+        np.testing.assert_allclose(sch.alphas_cumprod, expected, rtol=1e-5)
+
+
+def test_binomial_schedule_is_one_over_t_minus_t_plus_one():
+    sch = schedules.binomial_schedule(10)
+    np.testing.assert_allclose(sch.betas, 1.0 / (10 - np.arange(1, 11) + 1), rtol=1e-6)
+    assert float(sch.betas[-1]) == 1.0
+    assert float(sch.alphas_cumprod[-1]) == 0.0
+
+
+def test_reference_code_schedule_matches_the_released_code_values():
+    """Values computed from the 2015 code's formula for T = 1000 (reference-code digest, Sec. 1.2)."""
+    sch = schedules.reference_code_schedule(1000)
+    b = np.asarray(sch.betas)
+    np.testing.assert_allclose(b[0], 0.00199999, rtol=1e-4)
+    np.testing.assert_allclose(b[1:4], [0.00100199, 0.00100299, 0.00100399], rtol=1e-4)
+    np.testing.assert_allclose(b[-3:], [0.25012344, 0.33344192, 0.4999955], rtol=1e-5)
+    np.testing.assert_allclose(sch.alphas_cumprod[-1], 0.00099161, rtol=1e-3)
+
+
+def test_linear_and_cosine_schedules():
+    lin = schedules.linear_schedule(1000)
+    np.testing.assert_allclose([lin.betas[0], lin.betas[-1]], [1e-4, 0.02], rtol=1e-5)
+    cos = schedules.cosine_schedule(1000)
+    s = 0.008
+    f = lambda t: math.cos((t / 1000 + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
+    for t in (1, 500, 900):
+        np.testing.assert_allclose(cos.alphas_cumprod[t - 1], f(t) / f(0), rtol=1e-4)
+    assert float(cos.betas.max()) <= 0.999 + 1e-6
+
+
+def test_learned_schedule_starts_at_baseline_and_is_differentiable():
+    T = 40
+    sch = schedules.learned_schedule(schedules.init_learned_perturbation(T), 1e-4)
+    np.testing.assert_allclose(sch.betas[0], 1e-4, rtol=1e-5)
+    np.testing.assert_allclose(sch.betas[1:], schedules.reference_baseline(T)[1:], rtol=1e-5)
+
+    def abar_T(p):
+        return schedules.learned_schedule(p, 1e-4).alphas_cumprod[-1]
+
+    grad = jax.grad(abar_T)(jnp.zeros((T - 1,)))
+    assert np.all(np.asarray(grad) < 0)  # raising any beta_t lowers abar_T
+    # Any perturbation keeps the betas inside (0, 1).
+    big = schedules.learned_schedule(jnp.full((T - 1,), 30.0), 1e-4)
+    assert np.all((np.asarray(big.betas) > 0) & (np.asarray(big.betas) <= 1))
+
+
+@pytest.mark.parametrize("T", [1, 0, -3])
+def test_too_few_steps_is_an_error(T):
+    for make in (schedules.binomial_schedule, schedules.reference_code_schedule,
+                 schedules.linear_schedule, schedules.cosine_schedule):
+        with pytest.raises(ValueError, match="T must be an integer >= 2"):
+            make(T)
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.0, -0.1, 1.5])
+def test_betas_outside_unit_interval_are_errors(bad):
+    with pytest.raises(ValueError, match=r"\(0, 1\)"):
+        schedules.learned_schedule(jnp.zeros(9), bad)
+    with pytest.raises(ValueError, match=r"\(0, 1\)"):
+        schedules.linear_schedule(10, beta_start=bad if bad != 1.0 else 1.5)
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        schedules.from_betas(jnp.array([0.1, bad if bad not in (1.0,) else 0.0, 0.2]))
