@@ -95,6 +95,7 @@ def reference_code_schedule(num_steps: int, step1_beta: float = 1e-3) -> Schedul
     beta = m + baseline * (1 - m - 1e-5) with m = 1e-6 everywhere and 1e-6 + step1_beta at t = 1.
     For T = 1000 this gives beta_1 = 0.0020, beta_2 = 0.0010, beta_T = 0.49999.
     """
+    _check_num_steps(num_steps)
     _check_beta("step1_beta", step1_beta)
     min_beta = np.full((num_steps,), 1e-6)
     min_beta[0] += step1_beta

@@ -46,7 +46,9 @@ class Config:
     num_hidden: int = 16
     noise_std: float = 0.25
     batch_size: int = 512
-    learning_rate: float = 1e-2
+    learning_rate: float = 3e-3
+    schedule_learning_rate: float = 1e-3
+    schedule_freeze_steps: int = 20_000
     train_steps: int = 30_000
     grad_clip_norm: float = 1.0
     seed: int = 0
@@ -70,10 +72,11 @@ class Config:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        if self.train_steps < 0:
-            raise ValueError(f"train_steps must be >= 0, got {self.train_steps}.")
-        if not (self.learning_rate > 0 and self.noise_std > 0 and self.grad_clip_norm > 0):
-            raise ValueError("learning_rate, noise_std and grad_clip_norm must be > 0.")
+        if self.train_steps < 0 or self.schedule_freeze_steps < 0:
+            raise ValueError("train_steps and schedule_freeze_steps must be >= 0.")
+        if not (self.learning_rate > 0 and self.schedule_learning_rate >= 0 and self.noise_std > 0 and self.grad_clip_norm > 0):
+            raise ValueError("learning_rate, noise_std and grad_clip_norm must be > 0 and "
+                             "schedule_learning_rate >= 0.")
 
 
 PRESETS = {
@@ -136,8 +139,26 @@ def loss_fn(config: Config, params: dict, batch: jax.Array, key: jax.Array):
 
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:
-    lr = optax.cosine_decay_schedule(config.learning_rate, max(config.train_steps, 1), alpha=0.01)
-    return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), optax.adam(lr))
+    """Adam with cosine decay; the schedule's logits are frozen for ``schedule_freeze_steps``.
+
+    Learning beta_t against an untrained reverse model collapses the schedule
+    towards no diffusion (a local optimum of K); the freeze lets the model learn first.
+    """
+    steps = max(config.train_steps, 1)
+    model_lr = optax.cosine_decay_schedule(config.learning_rate, steps, alpha=0.01)
+    freeze = min(config.schedule_freeze_steps, steps)
+    schedule_lr = optax.join_schedules(
+        [optax.constant_schedule(0.0),
+         optax.cosine_decay_schedule(config.schedule_learning_rate, max(steps - freeze, 1), alpha=0.01)],
+        [freeze],
+    )
+    labels = lambda params: {k: "schedule" if k == "beta_perturbation" else "model" for k in params}  # noqa: E731
+    return optax.chain(
+        optax.clip_by_global_norm(config.grad_clip_norm),
+        optax.multi_transform(
+            {"model": optax.adam(model_lr), "schedule": optax.adam(schedule_lr)}, labels
+        ),
+    )
 
 
 def exact_bound_fn(config: Config, params: dict):
