@@ -50,22 +50,28 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--eval_examples", type=int, default=100_000)
     args = parser.parse_args()
-    print(f"machine: {platform.machine()} {platform.processor() or ''} cpus={os.cpu_count()} "
-          f"jax={jax.__version__} devices={[d.device_kind for d in jax.devices()]}")
+    print(
+        f"machine: {platform.machine()} {platform.processor() or ''} cpus={os.cpu_count()} "
+        f"jax={jax.__version__} devices={[d.device_kind for d in jax.devices()]}"
+    )
     base = sr.Config()
     for objective in sr.OBJECTIVES:
         config = dataclasses.replace(base, objective=objective)
         rate = train_steps_per_second(config, args.steps)
-        print(f"train step, objective={objective}, batch {config.batch_size}: {rate:,.0f} steps/s "
-              f"({rate * config.batch_size:,.0f} examples/s)")
+        print(
+            f"train step, objective={objective}, batch {config.batch_size}: {rate:,.0f} steps/s "
+            f"({rate * config.batch_size:,.0f} examples/s)"
+        )
     keys = sr._keys(base)
     params = sr.init_params(base, keys["init"])
     x = sr._data(base).sample(keys["test_data"], args.eval_examples)
     fn = sr.exact_bound_fn(base, params)
     seconds = _time(lambda: fn(x, keys["eval"]), repeats=3)
-    print(f"exact bound (T = {base.diffusion_steps}, all t): "
-          f"{args.eval_examples / seconds:,.0f} examples/s, "
-          f"{args.eval_examples * (base.diffusion_steps - 1) / seconds:,.0f} KL terms/s")
+    print(
+        f"exact bound (T = {base.diffusion_steps}, all t): "
+        f"{args.eval_examples / seconds:,.0f} examples/s, "
+        f"{args.eval_examples * (base.diffusion_steps - 1) / seconds:,.0f} KL terms/s"
+    )
 
 
 if __name__ == "__main__":

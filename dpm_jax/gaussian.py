@@ -37,7 +37,7 @@ class Kernel(NamedTuple):
 
 ReverseFn = Callable[[jax.Array, jax.Array], Kernel]
 
-READOUTS = ("paper", "reference_code")
+READOUTS = ("paper", "reference_code", "direct_mean")
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -101,7 +101,9 @@ def q_posterior(schedule: Schedule, x0: jax.Array, x_t: jax.Array, t: jax.Array)
     ab_t = _per_example(alpha_bar(schedule, t), x0)
     ab_prev = _per_example(alpha_bar(schedule, t - 1), x0)
     denom = 1.0 - ab_t
-    mean = (jnp.sqrt(ab_prev) * b / denom) * x0 + (jnp.sqrt(1.0 - b) * (1.0 - ab_prev) / denom) * x_t
+    mean = (jnp.sqrt(ab_prev) * b / denom) * x0 + (
+        jnp.sqrt(1.0 - b) * (1.0 - ab_prev) / denom
+    ) * x_t
     var = b * (1.0 - ab_prev) / denom
     return Kernel(mean=mean, var=jnp.broadcast_to(var, x0.shape))
 
@@ -133,6 +135,18 @@ def reference_code_readout(
     return Kernel(mean=mean, var=var)
 
 
+def direct_mean_readout(x_t: jax.Array, z_mu: jax.Array, z_sigma: jax.Array, beta_t) -> Kernel:
+    """The toy-data readout of App. D.1: f_mu = z_mu directly, f_Sigma = sigmoid(z_Sigma + logit beta_t).
+
+    With a normalised RBF body, z_mu interpolates between per-unit means, so the
+    reverse mean can map points near a thin manifold onto it at small t, which
+    the Eq. 65 form (mean ~ x when Sigma ~ beta_t is small) cannot.
+    """
+    del x_t
+    var = jax.nn.sigmoid(z_sigma + jnp.log(beta_t) - jnp.log1p(-beta_t))
+    return Kernel(mean=z_mu, var=var)
+
+
 def readout(
     kind: str, x_t: jax.Array, z_mu: jax.Array, z_sigma: jax.Array, beta_t, num_steps: int
 ) -> Kernel:
@@ -141,6 +155,8 @@ def readout(
         return paper_readout(x_t, z_mu, z_sigma, beta_t)
     if kind == "reference_code":
         return reference_code_readout(x_t, z_mu, z_sigma, beta_t, num_steps)
+    if kind == "direct_mean":
+        return direct_mean_readout(x_t, z_mu, z_sigma, beta_t)
     raise ValueError(f"unknown readout {kind!r}; choose one of {READOUTS}.")
 
 
@@ -149,9 +165,14 @@ def readout(
 
 
 def gaussian_kl(p: Kernel, q: Kernel) -> jax.Array:
-    """Elementwise KL(N(p.mean, p.var) || N(q.mean, q.var)) in nats."""
+    """Elementwise KL(N(p.mean, p.var) || N(q.mean, q.var)) in nats.
+
+    q.var is floored at the smallest normal float, so an underflowed model
+    variance gives a huge finite KL rather than NaN.
+    """
+    q_var = jnp.maximum(q.var, jnp.finfo(jnp.result_type(q.var)).tiny)
     return 0.5 * (
-        jnp.log(q.var) - jnp.log(p.var) + (p.var + jnp.square(p.mean - q.mean)) / q.var - 1.0
+        jnp.log(q_var) - jnp.log(p.var) + (p.var + jnp.square(p.mean - q.mean)) / q_var - 1.0
     )
 
 
@@ -232,7 +253,7 @@ def bound_exact(
         noise = jax.random.normal(k, x0.shape, x0.dtype)
         return total + kl_term(schedule, reverse_fn, x0, t, noise), None
 
-    total_kl, _ = jax.lax.scan(step, jnp.zeros((x0.shape[0],), jnp.float32), (ts, keys))
+    total_kl, _ = jax.lax.scan(step, jnp.zeros((x0.shape[0],), x0.dtype), (ts, keys))
     return likelihood.nats_to_bits(endpoint_terms(schedule, x0) - total_kl)
 
 

@@ -34,7 +34,9 @@ def trajectory_figure(
         axes[0, j].scatter(forward[j][:, 0], forward[j][:, 1], s=1.0, alpha=0.5, color="tab:blue")
         axes[1, j].scatter(reverse[j][:, 0], reverse[j][:, 1], s=1.0, alpha=0.5, color="tab:red")
         grid, vec = drift[j]
-        axes[2, j].quiver(grid[:, 0], grid[:, 1], vec[:, 0], vec[:, 1], angles="xy", color="tab:green")
+        axes[2, j].quiver(
+            grid[:, 0], grid[:, 1], vec[:, 0], vec[:, 1], angles="xy", color="tab:green"
+        )
         axes[0, j].set_title(labels[j])
         for i in range(3):
             axes[i, j].set_xlim(-lim, lim)

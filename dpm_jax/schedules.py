@@ -144,5 +144,7 @@ def learned_schedule(perturbation: jax.Array, beta_1: float) -> Schedule:
     num_steps = perturbation.shape[0] + 1
     baseline = reference_baseline(num_steps)[1:]
     logits = jnp.log(baseline / (1.0 - baseline)) + perturbation
-    betas = jnp.concatenate([jnp.array([beta_1], jnp.float32), jax.nn.sigmoid(logits)])
+    # Clipped so that float32 never rounds beta_t to 1 (logit beta_t must stay finite).
+    learned = jnp.clip(jax.nn.sigmoid(logits), 1e-8, 1.0 - 1e-6)
+    betas = jnp.concatenate([jnp.array([beta_1], jnp.float32), learned])
     return from_betas(betas)

@@ -47,7 +47,9 @@ class TrainState:
 
 
 def create_train_state(params, tx: optax.GradientTransformation, rng: jax.Array) -> TrainState:
-    return TrainState(step=jnp.array(0, jnp.int32), params=params, opt_state=tx.init(params), rng=rng)
+    return TrainState(
+        step=jnp.array(0, jnp.int32), params=params, opt_state=tx.init(params), rng=rng
+    )
 
 
 LossFn = Callable[[Any, Any, jax.Array], tuple[jax.Array, dict]]
@@ -63,7 +65,9 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation):
 
     def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
         rng, step_key = jax.random.split(state.rng)
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, step_key)
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, batch, step_key
+        )
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
@@ -125,7 +129,9 @@ def check_run_compatible(workdir: Path, experiment: str, config: dict, mutable_k
         k for k in set(old) | set(config) if k not in mutable_keys and old.get(k) != config.get(k)
     )
     if diffs:
-        detail = ", ".join(f"{k}: saved {old.get(k)!r} vs requested {config.get(k)!r}" for k in diffs)
+        detail = ", ".join(
+            f"{k}: saved {old.get(k)!r} vs requested {config.get(k)!r}" for k in diffs
+        )
         raise RuntimeError(
             f"{workdir} holds a run with a different config ({detail}). Resume with the saved "
             "values or use a new --workdir (nothing in this one was changed)."
@@ -137,10 +143,17 @@ def save_run_config(workdir: Path, experiment: str, config: dict) -> None:
 
 
 def _trim_metrics(path: Path, last_step: int) -> None:
-    """Drops metric lines past the resumed step: those steps are about to be re-run."""
+    """Drops metric lines past the resumed step (about to be re-run) and lines cut off by a kill."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("step", last_step + 1) <= last_step:
+            kept.append(line)
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(line + "\n" for line in kept))
     os.replace(tmp, path)
@@ -211,19 +224,23 @@ def fit(
         for step in range(start, num_steps):
             state, metrics = train_step(state, batch_fn(step))
             done = step + 1
-            if done % log_every == 0 or done == num_steps:
+            logging = done % log_every == 0 or done == num_steps
+            saving = done % checkpoint_every == 0 or done == num_steps
+            if logging or saving:
                 values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                if not math.isfinite(values["loss"]):
+                if not all(math.isfinite(values[k]) for k in ("loss", "grad_norm")):
                     manager.wait_until_finished()
                     raise FloatingPointError(
-                        f"non-finite loss at step {done}; the last good checkpoint "
+                        f"non-finite loss or gradient at step {done} (loss {values['loss']}, "
+                        f"gradient norm {values['grad_norm']}); the last good checkpoint "
                         f"(step {manager.latest_step()}) in {manager.directory} is intact. "
                         "Lower the learning rate and resume."
                     )
+            if logging:
                 with metrics_path.open("a") as f:
                     f.write(json.dumps({"step": done, **values}) + "\n")
                 bar.set_postfix(loss=f"{values['loss']:.4f}")
-            if done % checkpoint_every == 0 or done == num_steps:
+            if saving:
                 manager.save(done, args=ocp.args.StandardSave(state))
             bar.update(1)
     manager.wait_until_finished()
@@ -263,4 +280,3 @@ def evaluate_per_example(
         values = fn(jnp.asarray(batch), jax.random.fold_in(key, i))
         out.append(np.asarray(values, dtype=np.float64)[:valid])
     return np.concatenate(out)
-

@@ -64,30 +64,53 @@ class Config:
         if not 0.0 < self.beta_1 < 1.0:
             raise ValueError(f"beta_1 must lie in (0, 1), got {self.beta_1}.")
         if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {tuple(OBJECTIVES)}, got {self.objective!r}.")
+            raise ValueError(
+                f"objective must be one of {tuple(OBJECTIVES)}, got {self.objective!r}."
+            )
         if self.readout not in gaussian.READOUTS:
             raise ValueError(f"readout must be one of {gaussian.READOUTS}, got {self.readout!r}.")
-        positive = ("num_hidden", "batch_size", "num_test", "eval_batch_size", "checkpoint_every",
-                    "log_every", "num_figure_samples")
+        positive = (
+            "num_hidden",
+            "batch_size",
+            "num_test",
+            "eval_batch_size",
+            "checkpoint_every",
+            "log_every",
+            "num_figure_samples",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.train_steps < 0 or self.schedule_freeze_steps < 0:
             raise ValueError("train_steps and schedule_freeze_steps must be >= 0.")
-        if not (self.learning_rate > 0 and self.schedule_learning_rate >= 0 and self.noise_std > 0 and self.grad_clip_norm > 0):
-            raise ValueError("learning_rate, noise_std and grad_clip_norm must be > 0 and "
-                             "schedule_learning_rate >= 0.")
+        if not (
+            self.learning_rate > 0
+            and self.schedule_learning_rate >= 0
+            and self.noise_std > 0
+            and self.grad_clip_norm > 0
+        ):
+            raise ValueError(
+                "learning_rate, noise_std and grad_clip_norm must be > 0 and "
+                "schedule_learning_rate >= 0."
+            )
 
 
 PRESETS = {
     "default": Config(),
     "wide": Config(num_hidden=64),
-    "small": Config(train_steps=300, num_test=500, checkpoint_every=100, log_every=50,
-                    num_figure_samples=300),
+    "small": Config(
+        train_steps=300, num_test=500, checkpoint_every=100, log_every=50, num_figure_samples=300
+    ),
 }
-# Keys that may change when a run is resumed: run length and bookkeeping only.
-MUTABLE_KEYS = ("train_steps", "checkpoint_every", "log_every", "num_test", "eval_batch_size",
-                "num_figure_samples")
+# Keys that may change when a run is resumed: bookkeeping only (train_steps also sets the
+# learning-rate schedules, so changing it would change the run).
+MUTABLE_KEYS = (
+    "checkpoint_every",
+    "log_every",
+    "num_test",
+    "eval_batch_size",
+    "num_figure_samples",
+)
 
 
 def _data(config: Config) -> SwissRoll:
@@ -131,7 +154,7 @@ def reverse_fn_from_params(config: Config, params: dict, schedule: schedules.Sch
 
 
 def loss_fn(config: Config, params: dict, batch: jax.Array, key: jax.Array):
-    """-K per 2-D point (bits), one-t estimate; gradients also reach the learned schedule."""
+    """-K per 2-D point (bits) by ``config.objective``; gradients also reach the learned schedule."""
     schedule = schedule_from_params(config, params)
     bound = OBJECTIVES[config.objective]
     k = bound(schedule, reverse_fn_from_params(config, params, schedule), batch, key)
@@ -148,8 +171,12 @@ def make_optimizer(config: Config) -> optax.GradientTransformation:
     model_lr = optax.cosine_decay_schedule(config.learning_rate, steps, alpha=0.01)
     freeze = min(config.schedule_freeze_steps, steps)
     schedule_lr = optax.join_schedules(
-        [optax.constant_schedule(0.0),
-         optax.cosine_decay_schedule(config.schedule_learning_rate, max(steps - freeze, 1), alpha=0.01)],
+        [
+            optax.constant_schedule(0.0),
+            optax.cosine_decay_schedule(
+                config.schedule_learning_rate, max(steps - freeze, 1), alpha=0.01
+            ),
+        ],
         [freeze],
     )
     labels = lambda params: {k: "schedule" if k == "beta_perturbation" else "model" for k in params}  # noqa: E731
@@ -167,7 +194,9 @@ def exact_bound_fn(config: Config, params: dict):
     @jax.jit
     def fn(x0, key):
         schedule = schedule_from_params(config, params)
-        return gaussian.bound_exact(schedule, reverse_fn_from_params(config, params, schedule), x0, key)
+        return gaussian.bound_exact(
+            schedule, reverse_fn_from_params(config, params, schedule), x0, key
+        )
 
     return fn
 
@@ -212,11 +241,17 @@ def write_figure(config: Config, params: dict, test_x: np.ndarray, key: jax.Arra
     key_fwd, key_rev = jax.random.split(key)
     times = (0, T // 2, T)
     forward = [
-        np.asarray(gaussian.q_sample(schedule, x0, t, jax.random.normal(jax.random.fold_in(key_fwd, t), x0.shape)))
+        np.asarray(
+            gaussian.q_sample(
+                schedule, x0, t, jax.random.normal(jax.random.fold_in(key_fwd, t), x0.shape)
+            )
+        )
         for t in times
     ]
-    sampler = jax.jit(functools.partial(gaussian.sample, schedule, reverse_fn, return_trajectory=True),
-                      static_argnums=1)
+    sampler = jax.jit(
+        functools.partial(gaussian.sample, schedule, reverse_fn, return_trajectory=True),
+        static_argnums=1,
+    )
     _, trajectory = sampler(key_rev, (n, 2))
     reverse = [np.asarray(trajectory[t]) for t in times]
     axis = np.linspace(-2.25, 2.25, 19)
@@ -225,12 +260,21 @@ def write_figure(config: Config, params: dict, test_x: np.ndarray, key: jax.Arra
     for t in times:
         t_eval = max(t, 1)
         tt = jnp.full((grid.shape[0],), t_eval, jnp.int32)
-        mean = (gaussian.first_step_kernel(schedule, grid).mean if t_eval == 1
-                else reverse_fn(grid, tt).mean)
+        mean = (
+            gaussian.first_step_kernel(schedule, grid).mean
+            if t_eval == 1
+            else reverse_fn(grid, tt).mean
+        )
         drift.append((np.asarray(grid), np.asarray(mean - grid)))
     labels = ["t = 0 (drift at t = 1)", f"t = {T // 2}", f"t = {T}"]
-    plotting.trajectory_figure(path, forward, reverse, drift, labels,
-                               title=f"Swiss roll, T = {T}, {config.num_hidden} RBF units")
+    plotting.trajectory_figure(
+        path,
+        forward,
+        reverse,
+        drift,
+        labels,
+        title=f"Swiss roll, T = {T}, {config.num_hidden} RBF units",
+    )
 
 
 def run(config: Config, workdir: Path, eval_only: bool = False) -> dict:
@@ -245,7 +289,11 @@ def run(config: Config, workdir: Path, eval_only: bool = False) -> dict:
     state = training.create_train_state(init_params(config, keys["init"]), tx, keys["train"])
 
     if eval_only:
-        manager = training.checkpoint_manager(workdir) if (workdir / training.CHECKPOINT_DIR).exists() else None
+        manager = (
+            training.checkpoint_manager(workdir)
+            if (workdir / training.CHECKPOINT_DIR).exists()
+            else None
+        )
         restored = training.restore_latest(manager, state) if manager else None
         if restored is None:
             raise FileNotFoundError(
@@ -291,17 +339,19 @@ def run(config: Config, workdir: Path, eval_only: bool = False) -> dict:
 
 def report(results: dict) -> str:
     r = results
-    return "\n".join([
-        f"Swiss roll, T = {r['T']}, {r['train_steps']} training steps, {r['num_test_examples']} test points",
-        f"  K (exact holdout bound)  = {r['K']:.3f} +- {r['K_stderr']:.3f} {UNITS}   "
-        f"[paper: {PAPER['K']} on data of unpublished noise level]",
-        f"  K - L_null               = {r['K_minus_L_null']:.3f} +- {r['K_minus_L_null_stderr']:.3f}   "
-        f"[paper: {PAPER['K_minus_L_null']}]",
-        f"  true log-likelihood      = {r['true_log_likelihood']:.3f} +- "
-        f"{r['true_log_likelihood_stderr']:.3f} (exact density)",
-        f"  gap true - K             = {r['gap_true_minus_K']:.3f} +- {r['gap_true_minus_K_stderr']:.3f}",
-        f"  wall time {r['wall_seconds']:.0f} s; figure: {r['figures'][0]}",
-    ])
+    return "\n".join(
+        [
+            f"Swiss roll, T = {r['T']}, {r['train_steps']} training steps, {r['num_test_examples']} test points",
+            f"  K (exact holdout bound)  = {r['K']:.3f} +- {r['K_stderr']:.3f} {UNITS}   "
+            f"[paper: {PAPER['K']} on data of unpublished noise level]",
+            f"  K - L_null               = {r['K_minus_L_null']:.3f} +- {r['K_minus_L_null_stderr']:.3f}   "
+            f"[paper: {PAPER['K_minus_L_null']}]",
+            f"  true log-likelihood      = {r['true_log_likelihood']:.3f} +- "
+            f"{r['true_log_likelihood_stderr']:.3f} (exact density)",
+            f"  gap true - K             = {r['gap_true_minus_K']:.3f} +- {r['gap_true_minus_K_stderr']:.3f}",
+            f"  wall time {r['wall_seconds']:.0f} s; figure: {r['figures'][0]}",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

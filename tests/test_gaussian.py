@@ -29,8 +29,11 @@ def true_reverse_kernel(schedule, data_var=1.0):
     def reverse_fn(x_t, t):
         b = g.beta(schedule, t)[:, None]
         v_t = g.alpha_bar(schedule, t)[:, None] * data_var + 1 - g.alpha_bar(schedule, t)[:, None]
-        v_prev = (g.alpha_bar(schedule, t - 1)[:, None] * data_var
-                  + 1 - g.alpha_bar(schedule, t - 1)[:, None])
+        v_prev = (
+            g.alpha_bar(schedule, t - 1)[:, None] * data_var
+            + 1
+            - g.alpha_bar(schedule, t - 1)[:, None]
+        )
         mean = jnp.sqrt(1 - b) * v_prev / v_t * x_t
         var = v_prev * b / v_t
         return g.Kernel(mean, jnp.broadcast_to(var, x_t.shape))
@@ -48,7 +51,9 @@ def expected_bound_bits(schedule, reverse_fn, x0, num_nodes=16):
     weights = weights / weights.sum()
     n, d = x0.shape
     x_rep = jnp.repeat(x0, num_nodes, axis=0)
-    noise = jnp.broadcast_to(jnp.tile(jnp.asarray(nodes, jnp.float32), n)[:, None], (n * num_nodes, d))
+    noise = jnp.broadcast_to(
+        jnp.tile(jnp.asarray(nodes, jnp.float32), n)[:, None], (n * num_nodes, d)
+    )
     total_kl = 0.0
     for t in range(2, schedule.num_steps + 1):
         kl = g.kl_term(schedule, reverse_fn, x_rep, t, noise).reshape(n, num_nodes)
@@ -60,7 +65,11 @@ def test_gaussian_kl_matches_formula_and_monte_carlo():
     rng = np.random.default_rng(0)
     m1, m2 = rng.normal(size=5), rng.normal(size=5)
     v1, v2 = rng.uniform(0.2, 2.0, 5), rng.uniform(0.2, 2.0, 5)
-    kl = np.asarray(g.gaussian_kl(g.Kernel(jnp.array(m1), jnp.array(v1)), g.Kernel(jnp.array(m2), jnp.array(v2))))
+    kl = np.asarray(
+        g.gaussian_kl(
+            g.Kernel(jnp.array(m1), jnp.array(v1)), g.Kernel(jnp.array(m2), jnp.array(v2))
+        )
+    )
     formula = np.log(np.sqrt(v2 / v1)) + (v1 + (m1 - m2) ** 2) / (2 * v2) - 0.5
     np.testing.assert_allclose(kl, formula, rtol=1e-5)
     # Monte Carlo: E_p[log p(x) - log q(x)].
@@ -97,8 +106,9 @@ def test_posterior_matches_bayes_rule(t):
     b = float(sch.betas[t - 1])
     ab_prev = float(g.alpha_bar(sch, t - 1))
     grid = np.linspace(-6, 6, 400_001)
-    log_w = (-(x_t - np.sqrt(1 - b) * grid) ** 2 / (2 * b)
-             - (grid - np.sqrt(ab_prev) * x0) ** 2 / (2 * (1 - ab_prev)))
+    log_w = -((x_t - np.sqrt(1 - b) * grid) ** 2) / (2 * b) - (
+        grid - np.sqrt(ab_prev) * x0
+    ) ** 2 / (2 * (1 - ab_prev))
     w = np.exp(log_w - log_w.max())
     w /= w.sum()
     mean = (w * grid).sum()
@@ -142,7 +152,9 @@ def test_bound_exact_monte_carlo_matches_log_likelihood():
     """The public lax.scan bound, averaged over data and forward samples, within 4 standard errors."""
     sch = schedules.reference_code_schedule(T)
     x0 = jax.random.normal(jax.random.PRNGKey(1), (50_000, 2))
-    k = jax.jit(lambda x, key: g.bound_exact(sch, true_reverse_kernel(sch), x, key))(x0, jax.random.PRNGKey(2))
+    k = jax.jit(lambda x, key: g.bound_exact(sch, true_reverse_kernel(sch), x, key))(
+        x0, jax.random.PRNGKey(2)
+    )
     diff = np.asarray(k - likelihood.gaussian_null_log_likelihood(x0), np.float64)
     mean, se = likelihood.mean_and_stderr(diff)
     assert se < 0.01
@@ -171,6 +183,7 @@ def test_bound_never_exceeds_true_log_likelihood(data_var):
     expected_k = float(np.sum(weights * k))
     true_ll = -0.5 * math.log2(2 * math.pi * math.e * data_var)
     assert expected_k < true_ll
+
     # A mis-specified kernel (twice the variance) is worse still.
     def wrong(x_t, t):
         kern = true_reverse_kernel(sch, data_var)(x_t, t)
@@ -186,10 +199,11 @@ def test_entropy_bounds_bracket_true_reverse_entropy(data_var):
     sch = schedules.reference_code_schedule(T)
     lower, upper = g.entropy_bounds(sch)
     t = np.arange(2, T + 1)
-    ab = np.asarray(sch.alphas_cumprod, np.float64)
-    v = lambda tt: np.where(tt == 0, data_var, ab[np.maximum(tt, 1) - 1] * data_var + 1 - ab[np.maximum(tt, 1) - 1])  # noqa: E731
+    # Marginal variances v_t = abar_t data_var + 1 - abar_t, v_0 = data_var.
+    ab = np.concatenate([[1.0], np.asarray(sch.alphas_cumprod, np.float64)])
+    v = ab * data_var + 1 - ab
     b = np.asarray(sch.betas, np.float64)[t - 1]
-    true_h = 0.5 * np.log(2 * np.pi * np.e * v(t - 1) * b / v(t))
+    true_h = 0.5 * np.log(2 * np.pi * np.e * v[t - 1] * b / v[t])
     assert np.all(np.asarray(lower) <= true_h + 1e-5)
     assert np.all(true_h <= np.asarray(upper) + 1e-5)
     assert np.all(np.asarray(lower) < np.asarray(upper))

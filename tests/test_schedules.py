@@ -66,8 +66,12 @@ def test_learned_schedule_starts_at_baseline_and_is_differentiable():
 
 @pytest.mark.parametrize("T", [1, 0, -3])
 def test_too_few_steps_is_an_error(T):
-    for make in (schedules.binomial_schedule, schedules.reference_code_schedule,
-                 schedules.linear_schedule, schedules.cosine_schedule):
+    for make in (
+        schedules.binomial_schedule,
+        schedules.reference_code_schedule,
+        schedules.linear_schedule,
+        schedules.cosine_schedule,
+    ):
         with pytest.raises(ValueError, match="T must be an integer >= 2"):
             make(T)
 

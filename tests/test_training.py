@@ -18,10 +18,18 @@ from experiments import swiss_roll as sr
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = sr.PRESETS["small"]
-FAST = dataclasses.replace(SMALL, train_steps=120, checkpoint_every=40, log_every=20, num_test=200,
-                           num_figure_samples=100)
-FAST_ARGS = ["--preset", "small", "--config.train_steps=120", "--config.checkpoint_every=40",
-             "--config.log_every=20", "--config.num_test=200", "--config.num_figure_samples=100"]
+FAST = dataclasses.replace(
+    SMALL, train_steps=120, checkpoint_every=40, log_every=20, num_test=200, num_figure_samples=100
+)
+FAST_ARGS = [
+    "--preset",
+    "small",
+    "--config.train_steps=120",
+    "--config.checkpoint_every=40",
+    "--config.log_every=20",
+    "--config.num_test=200",
+    "--config.num_figure_samples=100",
+]
 
 # Runs the experiment in a child process that SIGKILLs itself when it asks for batch KILL_AT.
 CHILD = """
@@ -69,11 +77,24 @@ def test_results_json_and_figure(tmp_path):
     workdir = tmp_path / "run"
     sr.main(["--workdir", str(workdir)] + FAST_ARGS)
     results = json.loads((workdir / "results.json").read_text())
-    for key in ("experiment", "K", "K_stderr", "K_minus_L_null", "L_null", "true_log_likelihood",
-                "units", "num_test_examples", "T", "train_steps", "wall_seconds"):
+    for key in (
+        "experiment",
+        "K",
+        "K_stderr",
+        "K_minus_L_null",
+        "L_null",
+        "true_log_likelihood",
+        "units",
+        "num_test_examples",
+        "T",
+        "train_steps",
+        "wall_seconds",
+    ):
         assert key in results, key
     assert results["experiment"] == "swiss_roll"
-    assert results["T"] == 40 and results["train_steps"] == 120 and results["num_test_examples"] == 200
+    assert (
+        results["T"] == 40 and results["train_steps"] == 120 and results["num_test_examples"] == 200
+    )
     assert "bits" in results["units"]
     assert (workdir / results["figures"][0]).stat().st_size > 10_000
     lines = (workdir / "metrics.jsonl").read_text().splitlines()
@@ -91,8 +112,14 @@ def test_sigkill_and_resume_gives_the_uninterrupted_parameters(tmp_path, kill_at
     sr.run(FAST, straight)
     killed = tmp_path / "killed"
     env = {**os.environ, "KILL_AT": str(kill_at), "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-c", CHILD, "--workdir", str(killed)] + FAST_ARGS,
-                          env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, "--workdir", str(killed)] + FAST_ARGS,
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert not (killed / "results.json").exists()
     sr.main(["--workdir", str(killed)] + FAST_ARGS)  # resume to the end
@@ -157,8 +184,43 @@ def test_fit_stops_on_non_finite_loss_with_checkpoint_intact(tmp_path):
         return jnp.where(batch > 3, jnp.nan, params["w"] ** 2), {}
 
     with pytest.raises(FloatingPointError, match="step 5"):
-        training.fit(workdir=tmp_path, state=state, train_step=training.make_train_step(loss_fn, tx),
-                     batch_fn=lambda step: jnp.asarray(step, jnp.float32), num_steps=10,
-                     checkpoint_every=2, log_every=1)
+        training.fit(
+            workdir=tmp_path,
+            state=state,
+            train_step=training.make_train_step(loss_fn, tx),
+            batch_fn=lambda step: jnp.asarray(step, jnp.float32),
+            num_steps=10,
+            checkpoint_every=2,
+            log_every=1,
+        )
     restored = training.restore_latest(training.checkpoint_manager(tmp_path), state)
     assert int(restored.step) == 4 and np.isfinite(float(restored.params["w"]))
+
+
+def test_a_step_with_infinite_gradient_is_never_checkpointed(tmp_path):
+    """Finite loss, infinite gradient at the 5th step: the run stops before saving NaN params."""
+    tx = optax.sgd(0.0)
+    state = training.create_train_state({"w": jnp.ones(())}, tx, jax.random.PRNGKey(0))
+
+    def loss_fn(params, batch, key):
+        return jnp.sqrt(jnp.abs(params["w"] - batch)), {}
+
+    with pytest.raises(FloatingPointError, match="step 5"):
+        training.fit(
+            workdir=tmp_path,
+            state=state,
+            train_step=training.make_train_step(loss_fn, tx),
+            batch_fn=lambda step: jnp.float32(1.0 if step == 4 else 5.0),
+            num_steps=10,
+            checkpoint_every=1,
+            log_every=100,
+        )
+    restored = training.restore_latest(training.checkpoint_manager(tmp_path), state)
+    assert int(restored.step) == 4 and np.isfinite(float(restored.params["w"]))
+
+
+def test_resume_tolerates_a_metrics_line_cut_off_by_a_kill(tmp_path):
+    path = tmp_path / training.METRICS_FILE
+    path.write_text('{"step": 10, "loss": 1.0}\n{"step": 20, "loss": 0.5}\n{"step": 30, "lo')
+    training._trim_metrics(path, 20)
+    assert path.read_text() == '{"step": 10, "loss": 1.0}\n{"step": 20, "loss": 0.5}\n'

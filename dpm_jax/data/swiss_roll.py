@@ -33,7 +33,9 @@ class SwissRoll:
 
     def __post_init__(self):
         if not self.noise_std > 0:
-            raise ValueError(f"noise_std must be > 0 (got {self.noise_std}); the density needs noise.")
+            raise ValueError(
+                f"noise_std must be > 0 (got {self.noise_std}); the density needs noise."
+            )
         if not self.s_max > self.s_min:
             raise ValueError(f"need s_max > s_min (got {self.s_min}, {self.s_max}).")
 

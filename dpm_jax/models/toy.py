@@ -39,7 +39,9 @@ class NormalizedRBFNetwork(nn.Module):
         sq_dist = jnp.sum(jnp.square(x_t[:, None, :] - centers[None]), axis=-1)  # (N, H)
         hidden = jax.nn.softmax(-0.5 * sq_dist * jnp.exp(-2.0 * log_widths), axis=-1)
         # Per-step readouts, zero-initialised: the reverse kernel starts at the forward one.
-        kernel = self.param("readout_kernel", nn.initializers.zeros, (self.num_steps, self.num_hidden, 2 * dim))
+        kernel = self.param(
+            "readout_kernel", nn.initializers.zeros, (self.num_steps, self.num_hidden, 2 * dim)
+        )
         bias = self.param("readout_bias", nn.initializers.zeros, (self.num_steps, 2 * dim))
         index = t - 1
         out = jnp.einsum("nh,nho->no", hidden, kernel[index]) + bias[index]
