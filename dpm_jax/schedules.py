@@ -127,23 +127,52 @@ def init_learned_perturbation(num_steps: int) -> jax.Array:
     return jnp.zeros((num_steps - 1,), jnp.float32)
 
 
-def learned_schedule(perturbation: jax.Array, beta_1: float) -> Schedule:
+def geometric_baseline(num_steps: int, beta_1: float, final_noise_var: float = 0.999) -> np.ndarray:
+    """beta_1..T whose forward noise variance 1 - abar_t grows geometrically.
+
+    1 - abar_t = beta_1 * r^(t - 1) from beta_1 at t = 1 to ``final_noise_var``
+    at t = T, so every step removes the same fraction of the remaining
+    signal-to-noise ratio in log space. Shape (T,).
+    """
+    _check_num_steps(num_steps)
+    _check_beta("beta_1", beta_1)
+    _check_beta("final_noise_var", final_noise_var)
+    if final_noise_var <= beta_1:
+        raise ValueError(f"final_noise_var ({final_noise_var}) must exceed beta_1 ({beta_1}).")
+    noise_var = beta_1 * (final_noise_var / beta_1) ** (np.arange(num_steps) / (num_steps - 1))
+    alphas_cumprod = 1.0 - noise_var
+    return 1.0 - alphas_cumprod / np.concatenate([[1.0], alphas_cumprod[:-1]])
+
+
+BASELINES = ("reference", "geometric")
+
+
+def learned_schedule(
+    perturbation: jax.Array, beta_1: float, baseline: str = "reference"
+) -> Schedule:
     """The paper's Gaussian schedule (Sec. 2.4.1), differentiable in ``perturbation``.
 
     beta_1 is fixed (a small constant that prevents overfitting); for t = 2..T,
-    beta_t = sigmoid(logit(baseline_t) + perturbation[t - 2]) with the
-    reference code's baseline 1 / linspace(T, 2, T). A logistic perturbation
-    keeps every beta_t inside (0, 1) for any parameter value.
+    beta_t = sigmoid(logit(baseline_t) + perturbation[t - 2]). The baseline is
+    the reference code's 1 / linspace(T, 2, T) (``"reference"``) or
+    :func:`geometric_baseline` (``"geometric"``). A logistic perturbation keeps
+    every beta_t inside (0, 1) for any parameter value.
 
     Args:
       perturbation: shape (T - 1,), trainable logits (zeros give the baseline).
       beta_1: the fixed first-step variance, in (0, 1).
+      baseline: ``"reference"`` or ``"geometric"``.
     """
     chex.assert_rank(perturbation, 1)
     _check_beta("beta_1", beta_1)
     num_steps = perturbation.shape[0] + 1
-    baseline = reference_baseline(num_steps)[1:]
-    logits = jnp.log(baseline / (1.0 - baseline)) + perturbation
+    if baseline == "reference":
+        base = reference_baseline(num_steps)[1:]
+    elif baseline == "geometric":
+        base = geometric_baseline(num_steps, beta_1)[1:]
+    else:
+        raise ValueError(f"unknown baseline {baseline!r}; choose one of {BASELINES}.")
+    logits = jnp.log(base / (1.0 - base)) + perturbation
     # Clipped so that float32 never rounds beta_t to 1 (logit beta_t must stay finite).
     learned = jnp.clip(jax.nn.sigmoid(logits), 1e-8, 1.0 - 1e-6)
     betas = jnp.concatenate([jnp.array([beta_1], jnp.float32), learned])

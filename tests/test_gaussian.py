@@ -255,3 +255,24 @@ def test_bad_data_gets_a_clear_error(x0, error):
         g.bound_exact(sch, true_reverse_kernel(sch), x0, jax.random.PRNGKey(0))
     with pytest.raises((ValueError, TypeError), match=error):
         g.bound_estimate(sch, true_reverse_kernel(sch), x0, jax.random.PRNGKey(0))
+
+
+def test_moment_matched_kernel_recovers_the_true_reverse_kernel_of_gaussian_data():
+    """With many reference points from N(0, I) it approaches the closed-form reverse kernel."""
+    sch = schedules.reference_code_schedule(T)
+    reference = jax.random.normal(jax.random.PRNGKey(0), (100_000, 2))
+    kernel = g.moment_matched_kernel(sch, reference)
+    x_t = jnp.array([[0.3, -0.5], [1.2, 0.8]])
+    for t in (2, 20, T):
+        tt = jnp.full((2,), t)
+        got, want = kernel(x_t, tt), true_reverse_kernel(sch)(x_t, tt)
+        np.testing.assert_allclose(got.mean, want.mean, atol=0.02)
+        np.testing.assert_allclose(got.var, want.var, rtol=0.05)
+
+
+def test_direct_mean_readout():
+    x = jnp.array([[0.5, -1.0]])
+    z = jnp.array([[2.0, 3.0]])
+    kern = g.readout("direct_mean", x, z, jnp.zeros_like(x), 0.1, T)
+    np.testing.assert_allclose(kern.mean, z)
+    np.testing.assert_allclose(kern.var, 0.1, rtol=1e-5)

@@ -84,3 +84,15 @@ def test_betas_outside_unit_interval_are_errors(bad):
         schedules.linear_schedule(10, beta_start=bad if bad != 1.0 else 1.5)
     with pytest.raises(ValueError, match=r"\(0, 1\]"):
         schedules.from_betas(jnp.array([0.1, bad if bad not in (1.0,) else 0.0, 0.2]))
+
+
+def test_geometric_baseline_has_geometric_noise_variance():
+    betas = schedules.geometric_baseline(30, 1e-4, final_noise_var=0.999)
+    noise_var = 1 - np.cumprod(1 - betas)
+    ratios = noise_var[1:] / noise_var[:-1]
+    np.testing.assert_allclose(ratios, ratios[0], rtol=1e-6)
+    np.testing.assert_allclose([noise_var[0], noise_var[-1]], [1e-4, 0.999], rtol=1e-6)
+    sch = schedules.learned_schedule(jnp.zeros(29), 1e-4, baseline="geometric")
+    np.testing.assert_allclose(sch.betas, betas, rtol=1e-4)
+    with pytest.raises(ValueError, match="unknown baseline"):
+        schedules.learned_schedule(jnp.zeros(29), 1e-4, baseline="nope")
