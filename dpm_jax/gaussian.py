@@ -37,7 +37,7 @@ class Kernel(NamedTuple):
 
 ReverseFn = Callable[[jax.Array, jax.Array], Kernel]
 
-READOUTS = ("paper", "reference_code", "direct_mean")
+READOUTS = ("paper", "reference_code")
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -135,18 +135,6 @@ def reference_code_readout(
     return Kernel(mean=mean, var=var)
 
 
-def direct_mean_readout(x_t: jax.Array, z_mu: jax.Array, z_sigma: jax.Array, beta_t) -> Kernel:
-    """The toy-data readout of App. D.1: f_mu = z_mu directly, f_Sigma = sigmoid(z_Sigma + logit beta_t).
-
-    With a normalised RBF body, z_mu interpolates between per-unit means, so the
-    reverse mean can map points near a thin manifold onto it at small t, which
-    the Eq. 65 form (mean ~ x when Sigma ~ beta_t is small) cannot.
-    """
-    del x_t
-    var = jax.nn.sigmoid(z_sigma + jnp.log(beta_t) - jnp.log1p(-beta_t))
-    return Kernel(mean=z_mu, var=var)
-
-
 def readout(
     kind: str, x_t: jax.Array, z_mu: jax.Array, z_sigma: jax.Array, beta_t, num_steps: int
 ) -> Kernel:
@@ -155,8 +143,6 @@ def readout(
         return paper_readout(x_t, z_mu, z_sigma, beta_t)
     if kind == "reference_code":
         return reference_code_readout(x_t, z_mu, z_sigma, beta_t, num_steps)
-    if kind == "direct_mean":
-        return direct_mean_readout(x_t, z_mu, z_sigma, beta_t)
     raise ValueError(f"unknown readout {kind!r}; choose one of {READOUTS}.")
 
 

@@ -268,11 +268,3 @@ def test_moment_matched_kernel_recovers_the_true_reverse_kernel_of_gaussian_data
         got, want = kernel(x_t, tt), true_reverse_kernel(sch)(x_t, tt)
         np.testing.assert_allclose(got.mean, want.mean, atol=0.02)
         np.testing.assert_allclose(got.var, want.var, rtol=0.05)
-
-
-def test_direct_mean_readout():
-    x = jnp.array([[0.5, -1.0]])
-    z = jnp.array([[2.0, 3.0]])
-    kern = g.readout("direct_mean", x, z, jnp.zeros_like(x), 0.1, T)
-    np.testing.assert_allclose(kern.mean, z)
-    np.testing.assert_allclose(kern.var, 0.1, rtol=1e-5)
