@@ -50,3 +50,24 @@ def trajectory_figure(
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def kl_per_step_figure(
+    path: Path, model_kl: np.ndarray, ceiling_kl: np.ndarray, betas: np.ndarray, title: str = ""
+) -> None:
+    """Per-step KL terms of Eq. 14 (bits) for the model and the best Gaussian kernel, and beta_t."""
+    t = np.arange(2, len(model_kl) + 2)
+    fig, (ax_kl, ax_beta) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    ax_kl.plot(t, model_kl, "o-", ms=3, label="trained model")
+    ax_kl.plot(t, ceiling_kl, "s-", ms=3, label="best Gaussian kernel (ceiling)")
+    ax_kl.set_yscale("log")
+    ax_kl.set_ylabel("E[KL_t] (bits per example)")
+    ax_kl.legend()
+    ax_kl.set_title(title)
+    ax_beta.semilogy(np.arange(1, len(betas) + 1), betas, "o-", ms=3, color="tab:gray")
+    ax_beta.set_xlabel("t")
+    ax_beta.set_ylabel("beta_t")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

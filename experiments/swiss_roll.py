@@ -216,21 +216,38 @@ def exact_bound_fn(config: Config, params: dict):
     return fn
 
 
-def schedule_ceiling(config: Config, params: dict, test_x: np.ndarray, key: jax.Array) -> dict:
+def schedule_ceiling(
+    config: Config, params: dict, test_x: np.ndarray, key: jax.Array, figure: Path
+) -> dict:
     """K of the best Gaussian reverse kernel for this schedule (moment matched to fresh data).
 
     Separates what the schedule and T cost (truth - ceiling) from what the
     network costs (ceiling - K). Estimated on the first ``ceiling_examples``
     test points; the kernel uses ``ceiling_reference_size`` independent points.
+    Also plots the per-step KL terms of model and ceiling to ``figure``.
     """
     schedule = schedule_from_params(config, params)
-    key_ref, key_eval = jax.random.split(key)
+    key_ref, key_eval, key_steps = jax.random.split(key, 3)
     reference = _data(config).sample(key_ref, config.ceiling_reference_size)
     kernel = gaussian.moment_matched_kernel(schedule, reference)
     fn = jax.jit(lambda x0, k: gaussian.bound_exact(schedule, kernel, x0, k))
     subset = test_x[: config.ceiling_examples]
     k = training.evaluate_per_example(fn, subset, key_eval, 500, desc="ceiling")
     mean, se = likelihood.mean_and_stderr(k)
+    x_steps = jnp.asarray(subset[:500])
+    model_fn = reverse_fn_from_params(config, params, schedule)
+    per_step = jax.jit(
+        lambda f: gaussian.kl_per_step(schedule, f, x_steps, key_steps), static_argnums=0
+    )
+    model_kl = np.asarray(likelihood.nats_to_bits(per_step(model_fn)))
+    ceiling_kl = np.asarray(likelihood.nats_to_bits(per_step(kernel)))
+    plotting.kl_per_step_figure(
+        figure,
+        model_kl,
+        ceiling_kl,
+        np.asarray(schedule.betas),
+        title=f"Swiss roll: KL terms of Eq. 14, {len(x_steps)} test points",
+    )
     return {
         "K_schedule_ceiling": mean,
         "K_schedule_ceiling_stderr": se,
@@ -356,8 +373,9 @@ def run(config: Config, workdir: Path, eval_only: bool = False) -> dict:
 
     test_x = np.asarray(data.sample(keys["test_data"], config.num_test))
     results = evaluate(config, state.params, test_x, keys["eval"])
-    results.update(schedule_ceiling(config, state.params, test_x, keys["ceiling"]))
     figure = workdir / "figures" / "swiss_roll_fig1.png"
+    kl_figure = workdir / "figures" / "swiss_roll_kl_per_step.png"
+    results.update(schedule_ceiling(config, state.params, test_x, keys["ceiling"], kl_figure))
     write_figure(config, state.params, test_x, keys["figure"], figure)
     schedule = schedule_from_params(config, state.params)
     results.update(
@@ -370,7 +388,7 @@ def run(config: Config, workdir: Path, eval_only: bool = False) -> dict:
         wall_seconds=time.time() - start_time,
         wall_seconds_kind="this invocation (training resumed from a checkpoint counts only its part)",
         betas=[float(b) for b in np.asarray(schedule.betas)],
-        figures=[str(figure.relative_to(workdir))],
+        figures=[str(figure.relative_to(workdir)), str(kl_figure.relative_to(workdir))],
         config=config_dict,
     )
     training.write_json_atomic(workdir / "results.json", results)
