@@ -2,11 +2,22 @@
 
   python -m experiments.swiss_roll --workdir runs/swiss_roll
 
-T = 40 steps, the paper's normalised RBF network (16 hidden units shared by
-time and both functions, a readout per step), Eqs. 64-65 readout, beta_1
-fixed and beta_2..T learned by gradient ascent on K (Sec. 2.4.1). Reports the
-exact holdout K (bits per 2-D point) next to the data's true log-likelihood,
-computed by numerical integration of the generator's density.
+T = 40 steps; the paper's normalised RBF network (16 hidden units shared by
+time and both functions, a readout per step, a sigmoid on the Sigma readout);
+beta_1 fixed and beta_2..T learned by gradient ascent on K (Sec. 2.4.1).
+Reports the exact holdout K (bits per 2-D point) next to the data's true
+log-likelihood, computed by numerical integration of the generator's density,
+and the ceiling any Gaussian reverse kernel reaches with the trained schedule.
+
+Defaults chosen by measurement (docs/swiss_roll.md has the table):
+  * readout ``reference_code`` (mu = sqrt(1 - beta) x + sqrt(beta) z_mu): a
+    normalised RBF cannot represent the identity part that Eq. 65 asks of
+    z_mu, and loses about 0.4 bits more with the ``paper`` readout;
+  * schedule baseline ``geometric`` (noise variance growing geometrically from
+    beta_1): the reference code's 1/(T - t + 1) baseline leaves a Gaussian-kernel
+    ceiling 0.9 bits below the truth at T = 40;
+  * no gradient clipping: the one-t estimate is heavy-tailed and clipping it
+    biases training.
 """
 
 from __future__ import annotations
@@ -41,22 +52,21 @@ class Config:
     diffusion_steps: int = 40
     beta_1: float = 1e-4
     learn_schedule: bool = True
-    schedule_baseline: str = "reference"
-    readout: str = "paper"
-    objective: str = "all_t"
+    schedule_baseline: str = "geometric"
+    readout: str = "reference_code"
+    objective: str = "one_t"
     num_hidden: int = 16
     noise_std: float = 0.25
     batch_size: int = 512
     learning_rate: float = 3e-3
     schedule_learning_rate: float = 1e-3
-    schedule_freeze_steps: int = 20_000
-    train_steps: int = 30_000
-    grad_clip_norm: float = 1.0
+    train_steps: int = 400_000
+    grad_clip_norm: float = 0.0
     seed: int = 0
     num_test: int = 10_000
     eval_batch_size: int = 10_000
-    checkpoint_every: int = 5_000
-    log_every: int = 500
+    checkpoint_every: int = 50_000
+    log_every: int = 5_000
     num_figure_samples: int = 2_000
     ceiling_examples: int = 2_000
     ceiling_reference_size: int = 20_000
@@ -90,17 +100,13 @@ class Config:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        if self.train_steps < 0 or self.schedule_freeze_steps < 0:
-            raise ValueError("train_steps and schedule_freeze_steps must be >= 0.")
-        if not (
-            self.learning_rate > 0
-            and self.schedule_learning_rate >= 0
-            and self.noise_std > 0
-            and self.grad_clip_norm > 0
-        ):
+        if self.train_steps < 0:
+            raise ValueError(f"train_steps must be >= 0, got {self.train_steps}.")
+        if not (self.learning_rate > 0 and self.schedule_learning_rate > 0 and self.noise_std > 0):
+            raise ValueError("learning_rate, schedule_learning_rate and noise_std must be > 0.")
+        if self.grad_clip_norm < 0:
             raise ValueError(
-                "learning_rate, noise_std and grad_clip_norm must be > 0 and "
-                "schedule_learning_rate >= 0."
+                f"grad_clip_norm must be >= 0 (0 turns clipping off), got {self.grad_clip_norm}."
             )
 
 
@@ -177,30 +183,24 @@ def loss_fn(config: Config, params: dict, batch: jax.Array, key: jax.Array):
 
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:
-    """Adam with cosine decay; the schedule's logits are frozen for ``schedule_freeze_steps``.
+    """Adam with cosine decay, at its own rate for the schedule's logits; optional clipping.
 
-    Learning beta_t against an untrained reverse model collapses the schedule
-    towards no diffusion (a local optimum of K); the freeze lets the model learn first.
+    The one-t estimate of K is heavy-tailed (rare large KL terms at small t);
+    clipping its gradient biases training, so it is off by default.
     """
     steps = max(config.train_steps, 1)
-    model_lr = optax.cosine_decay_schedule(config.learning_rate, steps, alpha=0.01)
-    freeze = min(config.schedule_freeze_steps, steps)
-    schedule_lr = optax.join_schedules(
-        [
-            optax.constant_schedule(0.0),
-            optax.cosine_decay_schedule(
-                config.schedule_learning_rate, max(steps - freeze, 1), alpha=0.01
-            ),
-        ],
-        [freeze],
-    )
+
+    def adam(rate: float) -> optax.GradientTransformation:
+        return optax.adam(optax.cosine_decay_schedule(rate, steps, alpha=0.01))
+
     labels = lambda params: {k: "schedule" if k == "beta_perturbation" else "model" for k in params}  # noqa: E731
-    return optax.chain(
-        optax.clip_by_global_norm(config.grad_clip_norm),
-        optax.multi_transform(
-            {"model": optax.adam(model_lr), "schedule": optax.adam(schedule_lr)}, labels
-        ),
+    tx = optax.multi_transform(
+        {"model": adam(config.learning_rate), "schedule": adam(config.schedule_learning_rate)},
+        labels,
     )
+    if config.grad_clip_norm > 0:
+        tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
+    return tx
 
 
 def exact_bound_fn(config: Config, params: dict):

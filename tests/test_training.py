@@ -224,3 +224,20 @@ def test_resume_tolerates_a_metrics_line_cut_off_by_a_kill(tmp_path):
     path.write_text('{"step": 10, "loss": 1.0}\n{"step": 20, "loss": 0.5}\n{"step": 30, "lo')
     training._trim_metrics(path, 20)
     assert path.read_text() == '{"step": 10, "loss": 1.0}\n{"step": 20, "loss": 0.5}\n'
+
+
+def test_restoring_a_checkpoint_of_another_model_is_a_clear_error(tmp_path):
+    tx = optax.sgd(0.1)
+    state = training.create_train_state({"w": jnp.ones((3,))}, tx, jax.random.PRNGKey(0))
+    manager = training.checkpoint_manager(tmp_path)
+    manager.save(1, args=training.ocp.args.StandardSave(state))
+    manager.wait_until_finished()
+    other = training.create_train_state({"v": jnp.ones((4,))}, tx, jax.random.PRNGKey(0))
+    with pytest.raises(RuntimeError, match="does not match this model"):
+        training.restore_latest(training.checkpoint_manager(tmp_path), other)
+
+
+def test_checkpoints_without_config_are_refused(tmp_path):
+    (tmp_path / training.CHECKPOINT_DIR).mkdir()
+    with pytest.raises(RuntimeError, match="no config.json"):
+        training.check_run_compatible(tmp_path, "swiss_roll", {})
