@@ -220,7 +220,9 @@ def fit(
         manager.close()
         return state
 
-    with tqdm(total=num_steps, initial=start, desc=desc, dynamic_ncols=True) as bar:
+    with tqdm(
+        total=num_steps, initial=start, desc=desc, dynamic_ncols=True, mininterval=1.0
+    ) as bar:
         for step in range(start, num_steps):
             state, metrics = train_step(state, batch_fn(step))
             done = step + 1

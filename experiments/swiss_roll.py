@@ -56,6 +56,7 @@ class Config:
     readout: str = "reference_code"
     objective: str = "one_t"
     num_hidden: int = 16
+    rbf_init_width: float = 0.5
     noise_std: float = 0.25
     batch_size: int = 512
     learning_rate: float = 3e-3
@@ -102,8 +103,10 @@ class Config:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.train_steps < 0:
             raise ValueError(f"train_steps must be >= 0, got {self.train_steps}.")
-        if not (self.learning_rate > 0 and self.schedule_learning_rate > 0 and self.noise_std > 0):
-            raise ValueError("learning_rate, schedule_learning_rate and noise_std must be > 0.")
+        rates = ("learning_rate", "schedule_learning_rate", "noise_std", "rbf_init_width")
+        for name in rates:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}.")
         if self.grad_clip_norm < 0:
             raise ValueError(
                 f"grad_clip_norm must be >= 0 (0 turns clipping off), got {self.grad_clip_norm}."
@@ -144,9 +147,17 @@ def _keys(config: Config) -> dict[str, jax.Array]:
     return {name: jax.random.fold_in(root, i) for i, name in enumerate(names)}
 
 
+def _model(config: Config) -> NormalizedRBFNetwork:
+    return NormalizedRBFNetwork(
+        num_steps=config.diffusion_steps,
+        num_hidden=config.num_hidden,
+        init_width=config.rbf_init_width,
+    )
+
+
 def init_params(config: Config, key: jax.Array) -> dict:
     """{"model": RBF parameters, "beta_perturbation": (T - 1,) logits (learned schedule)}."""
-    model = NormalizedRBFNetwork(num_steps=config.diffusion_steps, num_hidden=config.num_hidden)
+    model = _model(config)
     dummy = jnp.zeros((1, 2), jnp.float32)
     params = {"model": model.init(key, dummy, jnp.ones((1,), jnp.int32))["params"]}
     if config.learn_schedule:
@@ -164,7 +175,7 @@ def schedule_from_params(config: Config, params: dict) -> schedules.Schedule:
 
 def reverse_fn_from_params(config: Config, params: dict, schedule: schedules.Schedule):
     """``(x_t, t) -> Kernel``: the RBF network composed with the chosen readout."""
-    model = NormalizedRBFNetwork(num_steps=config.diffusion_steps, num_hidden=config.num_hidden)
+    model = _model(config)
 
     def reverse_fn(x_t, t):
         z_mu, z_sigma = model.apply({"params": params["model"]}, x_t, t)
