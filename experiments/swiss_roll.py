@@ -56,7 +56,7 @@ class Config:
     readout: str = "reference_code"
     objective: str = "one_t"
     num_hidden: int = 16
-    rbf_init_width: float = 0.5
+    rbf_init_width: float = 1.5
     noise_std: float = 0.25
     batch_size: int = 512
     learning_rate: float = 3e-3
