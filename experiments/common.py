@@ -50,7 +50,6 @@ def parse_command_line(
     parser = argparse.ArgumentParser(
         prog=f"python -m experiments.{experiment}",
         description=description,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--workdir", required=True, type=Path, help="run directory (created)")
     parser.add_argument(

@@ -63,7 +63,7 @@ def _final_params(workdir: Path, config: sr.Config):
 
 
 def test_short_training_run_improves_the_exact_bound(tmp_path):
-    config = FAST
+    config = dataclasses.replace(FAST, train_steps=1000, learning_rate=0.01, checkpoint_every=1000)
     keys = sr._keys(config)
     test_x = np.asarray(sr._data(config).sample(keys["test_data"], config.num_test))
     before = sr.evaluate(config, sr.init_params(config, keys["init"]), test_x, keys["eval"])
