@@ -176,44 +176,38 @@ def test_evaluate_per_example_counts_every_example_once():
     np.testing.assert_array_equal(out, data.sum(1))
 
 
-def test_fit_stops_on_non_finite_loss_with_checkpoint_intact(tmp_path):
-    tx = optax.sgd(0.1)
+def _nan_loss_case():
+    """NaN loss from the 5th step on, seen at a log step (params finite before it)."""
+    return (
+        optax.sgd(0.1),
+        lambda params, batch, key: (jnp.where(batch > 3, jnp.nan, params["w"] ** 2), {}),
+        lambda step: jnp.asarray(step, jnp.float32),
+        {"checkpoint_every": 2, "log_every": 1},
+    )
+
+
+def _infinite_gradient_case():
+    """Finite loss but infinite gradient at the 5th step, seen at a save step."""
+    return (
+        optax.sgd(0.0),
+        lambda params, batch, key: (jnp.sqrt(jnp.abs(params["w"] - batch)), {}),
+        lambda step: jnp.float32(1.0 if step == 4 else 5.0),
+        {"checkpoint_every": 1, "log_every": 100},
+    )
+
+
+@pytest.mark.parametrize("case", [_nan_loss_case, _infinite_gradient_case])
+def test_a_non_finite_step_stops_the_run_and_is_never_checkpointed(tmp_path, case):
+    tx, loss_fn, batch_fn, cadence = case()
     state = training.create_train_state({"w": jnp.ones(())}, tx, jax.random.PRNGKey(0))
-
-    def loss_fn(params, batch, key):
-        return jnp.where(batch > 3, jnp.nan, params["w"] ** 2), {}
-
     with pytest.raises(FloatingPointError, match="step 5"):
         training.fit(
             workdir=tmp_path,
             state=state,
             train_step=training.make_train_step(loss_fn, tx),
-            batch_fn=lambda step: jnp.asarray(step, jnp.float32),
+            batch_fn=batch_fn,
             num_steps=10,
-            checkpoint_every=2,
-            log_every=1,
-        )
-    restored = training.restore_latest(training.checkpoint_manager(tmp_path), state)
-    assert int(restored.step) == 4 and np.isfinite(float(restored.params["w"]))
-
-
-def test_a_step_with_infinite_gradient_is_never_checkpointed(tmp_path):
-    """Finite loss, infinite gradient at the 5th step: the run stops before saving NaN params."""
-    tx = optax.sgd(0.0)
-    state = training.create_train_state({"w": jnp.ones(())}, tx, jax.random.PRNGKey(0))
-
-    def loss_fn(params, batch, key):
-        return jnp.sqrt(jnp.abs(params["w"] - batch)), {}
-
-    with pytest.raises(FloatingPointError, match="step 5"):
-        training.fit(
-            workdir=tmp_path,
-            state=state,
-            train_step=training.make_train_step(loss_fn, tx),
-            batch_fn=lambda step: jnp.float32(1.0 if step == 4 else 5.0),
-            num_steps=10,
-            checkpoint_every=1,
-            log_every=100,
+            **cadence,
         )
     restored = training.restore_latest(training.checkpoint_manager(tmp_path), state)
     assert int(restored.step) == 4 and np.isfinite(float(restored.params["w"]))
