@@ -134,6 +134,8 @@ MUTABLE_KEYS = (
     "num_test",
     "eval_batch_size",
     "num_figure_samples",
+    "ceiling_examples",
+    "ceiling_reference_size",
 )
 
 

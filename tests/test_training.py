@@ -235,3 +235,11 @@ def test_checkpoints_without_config_are_refused(tmp_path):
     (tmp_path / training.CHECKPOINT_DIR).mkdir()
     with pytest.raises(RuntimeError, match="no config.json"):
         training.check_run_compatible(tmp_path, "swiss_roll", {})
+
+
+@pytest.mark.slow
+def test_default_swiss_roll_run_meets_its_acceptance(tmp_path):
+    """The default run (about 4 minutes on 2 cores): within 0.75 bits of the truth, never above it."""
+    results = sr.run(sr.Config(), tmp_path / "run")
+    gap, se = results["gap_true_minus_K"], results["gap_true_minus_K_stderr"]
+    assert -2 * se <= gap < 0.75
