@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 
 from dpm_jax import likelihood
-from dpm_jax.schedules import Schedule
+from dpm_jax.schedules import Schedule, alpha_bar, beta
+from dpm_jax.shapes import event_size, event_sum, per_example, t_array
 from dpm_jax.validation import check_batch
 
 
@@ -41,36 +42,6 @@ READOUTS = ("paper", "reference_code")
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-def _event_sum(x: jax.Array) -> jax.Array:
-    """Sums over every axis but the first (batch) one: (N, ...) -> (N,)."""
-    return jnp.sum(x.reshape(x.shape[0], -1), axis=-1)
-
-
-def _event_size(x: jax.Array) -> int:
-    return math.prod(x.shape[1:])
-
-
-def _per_example(values: jax.Array, x: jax.Array) -> jax.Array:
-    """Broadcasts a per-example array of shape (N,) against x of shape (N, ...)."""
-    return values.reshape(values.shape + (1,) * (x.ndim - 1))
-
-
-def _t_array(t, batch: int) -> jax.Array:
-    t = jnp.asarray(t, jnp.int32)
-    return jnp.broadcast_to(t, (batch,))
-
-
-def alpha_bar(schedule: Schedule, t: jax.Array) -> jax.Array:
-    """abar_t = prod_{s<=t} (1 - beta_s), with abar_0 = 1; t of any integer shape."""
-    t = jnp.asarray(t, jnp.int32)
-    return jnp.where(t == 0, 1.0, schedule.alphas_cumprod[jnp.maximum(t, 1) - 1])
-
-
-def beta(schedule: Schedule, t: jax.Array) -> jax.Array:
-    """beta_t for 1-based t of any integer shape."""
-    return schedule.betas[jnp.asarray(t, jnp.int32) - 1]
-
-
 # ----------------------------------------------------------------------------------------------
 # Forward process.
 
@@ -84,7 +55,7 @@ def q_sample(schedule: Schedule, x0: jax.Array, t: jax.Array, noise: jax.Array) 
       x0: (N, ...) data. t: (N,) ints in 0..T. noise: standard normal, shape of x0.
     """
     chex.assert_equal_shape([x0, noise])
-    ab = _per_example(alpha_bar(schedule, _t_array(t, x0.shape[0])), x0)
+    ab = per_example(alpha_bar(schedule, t_array(t, x0.shape[0])), x0)
     return jnp.sqrt(ab) * x0 + jnp.sqrt(1.0 - ab) * noise
 
 
@@ -96,10 +67,10 @@ def q_posterior(schedule: Schedule, x0: jax.Array, x_t: jax.Array, t: jax.Array)
       mean = sqrt(abar_{t-1}) beta_t / (1 - abar_t) x0 + sqrt(1 - beta_t) (1 - abar_{t-1}) / (1 - abar_t) x_t.
     """
     chex.assert_equal_shape([x0, x_t])
-    t = _t_array(t, x0.shape[0])
-    b = _per_example(beta(schedule, t), x0)
-    ab_t = _per_example(alpha_bar(schedule, t), x0)
-    ab_prev = _per_example(alpha_bar(schedule, t - 1), x0)
+    t = t_array(t, x0.shape[0])
+    b = per_example(beta(schedule, t), x0)
+    ab_t = per_example(alpha_bar(schedule, t), x0)
+    ab_prev = per_example(alpha_bar(schedule, t - 1), x0)
     denom = 1.0 - ab_t
     mean = (jnp.sqrt(ab_prev) * b / denom) * x0 + (
         jnp.sqrt(1.0 - b) * (1.0 - ab_prev) / denom
@@ -221,8 +192,8 @@ def endpoint_terms(schedule: Schedule, x0: jax.Array) -> jax.Array:
     average over data of exactly unit variance; this form is a valid bound for
     every example. All terms are closed-form for pi = N(0, I).
     """
-    d = _event_size(x0)
-    x0_sq = _event_sum(jnp.square(x0))
+    d = event_size(x0)
+    x0_sq = event_sum(jnp.square(x0))
     ab_1 = schedule.alphas_cumprod[0]
     ab_T = schedule.alphas_cumprod[-1]
     h_1 = d * gaussian_entropy(1.0 - ab_1)
@@ -244,12 +215,12 @@ def kl_term(
 
     Its expectation over ``noise`` ~ N(0, I) is the t-th term of Eq. 14; t in 2..T.
     """
-    t = _t_array(t, x0.shape[0])
+    t = t_array(t, x0.shape[0])
     x_t = q_sample(schedule, x0, t, noise)
     target = q_posterior(schedule, x0, x_t, t)
     model = reverse_fn(x_t, t)
     chex.assert_equal_shape([model.mean, model.var, x0])
-    return _event_sum(gaussian_kl(target, model))
+    return event_sum(gaussian_kl(target, model))
 
 
 def bound_exact(
@@ -374,7 +345,7 @@ def sample(
 
     def step(x, inputs):
         t, k = inputs
-        kernel = reverse_fn(x, _t_array(t, shape[0]))
+        kernel = reverse_fn(x, t_array(t, shape[0]))
         x = kernel.mean + jnp.sqrt(kernel.var) * jax.random.normal(k, shape, x.dtype)
         return x, x
 

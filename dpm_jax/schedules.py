@@ -177,3 +177,14 @@ def learned_schedule(
     learned = jnp.clip(jax.nn.sigmoid(logits), 1e-8, 1.0 - 1e-6)
     betas = jnp.concatenate([jnp.array([beta_1], jnp.float32), learned])
     return from_betas(betas)
+
+
+def alpha_bar(schedule: Schedule, t: jax.Array) -> jax.Array:
+    """abar_t = prod_{s<=t} (1 - beta_s), with abar_0 = 1; t of any integer shape."""
+    t = jnp.asarray(t, jnp.int32)
+    return jnp.where(t == 0, 1.0, schedule.alphas_cumprod[jnp.maximum(t, 1) - 1])
+
+
+def beta(schedule: Schedule, t: jax.Array) -> jax.Array:
+    """beta_t for 1-based t of any integer shape."""
+    return schedule.betas[jnp.asarray(t, jnp.int32) - 1]
