@@ -250,6 +250,38 @@ def fit(
     return state
 
 
+def train_or_restore(
+    *,
+    workdir: Path,
+    experiment: str,
+    config: dict,
+    mutable_keys,
+    state: TrainState,
+    eval_only: bool,
+    **fit_kwargs,
+) -> TrainState:
+    """The start of every experiment run.
+
+    Refuses a workdir holding another experiment or an incompatible config
+    (before writing anything); then restores the latest checkpoint
+    (``eval_only``) or saves the config and calls :func:`fit`, which resumes.
+    """
+    workdir = Path(workdir)
+    check_run_compatible(workdir, experiment, config, mutable_keys)
+    if eval_only:
+        restored = None
+        if (workdir / CHECKPOINT_DIR).exists():
+            restored = restore_latest(checkpoint_manager(workdir), state)
+        if restored is None:
+            raise FileNotFoundError(
+                f"no checkpoint in {workdir / CHECKPOINT_DIR}; train first (drop --eval_only)."
+            )
+        return restored
+    workdir.mkdir(parents=True, exist_ok=True)
+    save_run_config(workdir, experiment, config)
+    return fit(workdir=workdir, state=state, desc=experiment, **fit_kwargs)
+
+
 # ----------------------------------------------------------------------------------------------
 # Evaluation.
 

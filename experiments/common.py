@@ -97,3 +97,24 @@ def fail(message: str) -> None:
     """Prints an error for the user and exits with status 1 (no traceback)."""
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(1)
+
+
+def main(module, argv: list[str] | None = None) -> None:
+    """The body of every experiment's ``main``: parse, run, print the report.
+
+    ``module`` provides EXPERIMENT, Config, PRESETS, run(config, workdir,
+    eval_only) -> results and report(results) -> str.
+    """
+    config, args = parse_command_line(
+        module.EXPERIMENT,
+        module.Config,
+        module.PRESETS,
+        argv,
+        description=module.__doc__.splitlines()[0],
+    )
+    try:
+        results = module.run(config, args.workdir, eval_only=args.eval_only)
+    except (RuntimeError, FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    print(module.report(results))
+    print(f"results: {args.workdir / 'results.json'}")

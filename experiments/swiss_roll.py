@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
 import time
 from pathlib import Path
 
@@ -351,38 +352,23 @@ def run(config: Config, workdir: Path, eval_only: bool = False) -> dict:
     start_time = time.time()
     workdir = Path(workdir)
     config_dict = training.config_to_dict(config)
-    training.check_run_compatible(workdir, EXPERIMENT, config_dict, MUTABLE_KEYS)
     keys = _keys(config)
     data = _data(config)
     tx = make_optimizer(config)
-    state = training.create_train_state(init_params(config, keys["init"]), tx, keys["train"])
-
-    if eval_only:
-        manager = (
-            training.checkpoint_manager(workdir)
-            if (workdir / training.CHECKPOINT_DIR).exists()
-            else None
-        )
-        restored = training.restore_latest(manager, state) if manager else None
-        if restored is None:
-            raise FileNotFoundError(
-                f"no checkpoint in {workdir / training.CHECKPOINT_DIR}; train first (drop --eval_only)."
-            )
-        state = restored
-    else:
-        workdir.mkdir(parents=True, exist_ok=True)
-        training.save_run_config(workdir, EXPERIMENT, config_dict)
-        sample_batch = jax.jit(lambda k: data.sample(k, config.batch_size))
-        state = training.fit(
-            workdir=workdir,
-            state=state,
-            train_step=training.make_train_step(functools.partial(loss_fn, config), tx),
-            batch_fn=lambda step: sample_batch(jax.random.fold_in(keys["train_data"], step)),
-            num_steps=config.train_steps,
-            checkpoint_every=config.checkpoint_every,
-            log_every=config.log_every,
-            desc=EXPERIMENT,
-        )
+    sample_batch = jax.jit(lambda k: data.sample(k, config.batch_size))
+    state = training.train_or_restore(
+        workdir=workdir,
+        experiment=EXPERIMENT,
+        config=config_dict,
+        mutable_keys=MUTABLE_KEYS,
+        state=training.create_train_state(init_params(config, keys["init"]), tx, keys["train"]),
+        eval_only=eval_only,
+        train_step=training.make_train_step(functools.partial(loss_fn, config), tx),
+        batch_fn=lambda step: sample_batch(jax.random.fold_in(keys["train_data"], step)),
+        num_steps=config.train_steps,
+        checkpoint_every=config.checkpoint_every,
+        log_every=config.log_every,
+    )
 
     test_x = np.asarray(data.sample(keys["test_data"], config.num_test))
     results = evaluate(config, state.params, test_x, keys["eval"])
@@ -428,15 +414,7 @@ def report(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    config, args = common.parse_command_line(
-        EXPERIMENT, Config, PRESETS, argv, description=__doc__.splitlines()[0]
-    )
-    try:
-        results = run(config, args.workdir, eval_only=args.eval_only)
-    except (RuntimeError, FileNotFoundError, ValueError) as e:
-        common.fail(str(e))
-    print(report(results))
-    print(f"results: {args.workdir / 'results.json'}")
+    common.main(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":
