@@ -1,5 +1,5 @@
 """Flax Linen reverse models: (x_t, t) in, per-element readout coefficients out."""
 
-from dpm_jax.models.toy import NormalizedRBFNetwork
+from dpm_jax.models.toy import HeartbeatMLP, NormalizedRBFNetwork
 
-__all__ = ["NormalizedRBFNetwork"]
+__all__ = ["HeartbeatMLP", "NormalizedRBFNetwork"]

@@ -46,3 +46,33 @@ class NormalizedRBFNetwork(nn.Module):
         index = t - 1
         out = jnp.einsum("nh,nho->no", hidden, kernel[index]) + bias[index]
         return out[:, :dim], out[:, dim:]
+
+
+class HeartbeatMLP(nn.Module):
+    """The binary heartbeat reverse model (App. D.1.2): an MLP with sigmoid units.
+
+    ``num_layers`` hidden layers of ``num_hidden`` sigmoid units shared across
+    time, then a separate linear readout per time step t = 1..T giving one
+    logit perturbation per bit (the caller turns it into Bernoulli rates).
+
+    Call: ``apply(params, x_t, t)`` with x_t (N, D) and t (N,) ints in 1..T; returns (N, D).
+    """
+
+    num_steps: int
+    num_hidden: int = 50
+    num_layers: int = 3
+
+    @nn.compact
+    def __call__(self, x_t: jax.Array, t: jax.Array) -> jax.Array:
+        chex.assert_rank(x_t, 2)
+        chex.assert_shape(t, (x_t.shape[0],))
+        dim = x_t.shape[-1]
+        h = x_t
+        for _ in range(self.num_layers):
+            h = jax.nn.sigmoid(nn.Dense(self.num_hidden)(h))
+        kernel = self.param(
+            "readout_kernel", nn.initializers.zeros, (self.num_steps, self.num_hidden, dim)
+        )
+        bias = self.param("readout_bias", nn.initializers.zeros, (self.num_steps, dim))
+        index = t - 1
+        return jnp.einsum("nh,nhd->nd", h, kernel[index]) + bias[index]
