@@ -23,7 +23,7 @@ import numpy as np
 
 from dpm_jax import likelihood
 from dpm_jax.schedules import Schedule, alpha_bar, beta
-from dpm_jax.shapes import event_sum, per_example, t_array
+from dpm_jax.shapes import event_sum, per_example, sample_timesteps, t_array
 from dpm_jax.validation import check_batch, is_concrete
 
 RateFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -188,14 +188,23 @@ def bound_exact(
 
 
 def bound_estimate(
-    schedule: Schedule, reverse_fn: RateFn, x0: jax.Array, pi: float, key: chex.PRNGKey
+    schedule: Schedule,
+    reverse_fn: RateFn,
+    x0: jax.Array,
+    pi: float,
+    key: chex.PRNGKey,
+    *,
+    stratified: bool = False,
 ) -> jax.Array:
-    """One-t estimate of K per example for training (t ~ U{2..T}, weight T - 1), bits, (N,)."""
+    """One-t estimate of K per example for training (t ~ U{2..T}, weight T - 1), bits, (N,).
+
+    ``stratified`` spreads t evenly over the batch (:func:`dpm_jax.shapes.sample_timesteps`).
+    """
     check_binary(x0)
     check_rate(pi)
     num_steps = schedule.num_steps
     key_t, key_x = jax.random.split(key)
-    t = jax.random.randint(key_t, (x0.shape[0],), 2, num_steps + 1)
+    t = sample_timesteps(key_t, x0.shape[0], num_steps, stratified)
     x_t = q_sample(schedule, x0, t, pi, key_x)
     kl = kl_term(schedule, reverse_fn, x0, x_t, t, pi)
     return likelihood.nats_to_bits(endpoint_terms(schedule, x0, pi) - (num_steps - 1) * kl)

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from dpm_jax import likelihood
 from dpm_jax.schedules import Schedule, alpha_bar, beta
-from dpm_jax.shapes import event_size, event_sum, per_example, t_array
+from dpm_jax.shapes import event_size, event_sum, per_example, sample_timesteps, t_array
 from dpm_jax.validation import check_batch
 
 
@@ -272,19 +272,25 @@ def kl_per_step(
 
 
 def bound_estimate(
-    schedule: Schedule, reverse_fn: ReverseFn, x0: jax.Array, key: chex.PRNGKey
+    schedule: Schedule,
+    reverse_fn: ReverseFn,
+    x0: jax.Array,
+    key: chex.PRNGKey,
+    *,
+    stratified: bool = False,
 ) -> jax.Array:
     """A one-t stochastic estimate of K per example, for training, bits, shape (N,).
 
     Each example draws its own t ~ U{2..T} and x^(t); the KL is weighted by
     T - 1, the number of terms in Eq. 14's sum, so the estimate is unbiased.
     (The 2015 code weights by T, a small conservative bias.) Never report it
-    as the exact K.
+    as the exact K. ``stratified`` spreads t evenly over the batch (see
+    :func:`dpm_jax.shapes.sample_timesteps`); each example stays unbiased.
     """
     check_batch(x0)
     num_steps = schedule.num_steps
     key_t, key_noise = jax.random.split(key)
-    t = jax.random.randint(key_t, (x0.shape[0],), 2, num_steps + 1)
+    t = sample_timesteps(key_t, x0.shape[0], num_steps, stratified)
     noise = jax.random.normal(key_noise, x0.shape, x0.dtype)
     kl = kl_term(schedule, reverse_fn, x0, t, noise)
     return likelihood.nats_to_bits(endpoint_terms(schedule, x0) - (num_steps - 1) * kl)

@@ -41,7 +41,8 @@ class Config:
     pi: float = 0.2
     num_hidden: int = 50
     num_layers: int = 3
-    batch_size: int = 256
+    batch_size: int = 2_000
+    stratified_t: bool = True
     learning_rate: float = 3e-3
     train_steps: int = 100_000
     seed: int = 0
@@ -125,7 +126,7 @@ def loss_fn(config: Config, params: dict, batch: jax.Array, key: jax.Array):
     """-K per sequence (bits), one-t estimate with weight T - 1."""
     schedule = schedules.binomial_schedule(config.diffusion_steps)
     fn = reverse_fn_from_params(config, params, schedule)
-    k = binomial.bound_estimate(schedule, fn, batch, config.pi, key)
+    k = binomial.bound_estimate(schedule, fn, batch, config.pi, key, stratified=config.stratified_t)
     return -jnp.mean(k), {"K_estimate": jnp.mean(k)}
 
 

@@ -208,3 +208,15 @@ def test_bad_input_gets_a_clear_error(x0, pi, match):
         bn.bound_exact(sch, toy_reverse_fn(sch), x0, pi, jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="T must be an integer >= 2"):
         schedules.binomial_schedule(1)
+
+
+def test_stratified_one_t_estimate_is_unbiased():
+    sch = schedules.binomial_schedule(10)
+    fn = toy_reverse_fn(sch)
+    x0 = jax.random.bernoulli(jax.random.PRNGKey(6), 0.5, (45_000, 2)).astype(jnp.float32)
+    est = np.asarray(
+        bn.bound_estimate(sch, fn, x0, PI, jax.random.PRNGKey(7), stratified=True), np.float64
+    )
+    exact = np.asarray(bn.bound_exact(sch, fn, x0, PI, jax.random.PRNGKey(8)), np.float64)
+    (m1, s1), (m2, s2) = likelihood.mean_and_stderr(est), likelihood.mean_and_stderr(exact)
+    assert abs(m1 - m2) < 4 * math.hypot(s1, s2)

@@ -96,3 +96,17 @@ def test_geometric_baseline_has_geometric_noise_variance():
     np.testing.assert_allclose(sch.betas, betas, rtol=1e-4)
     with pytest.raises(ValueError, match="unknown baseline"):
         schedules.learned_schedule(jnp.zeros(29), 1e-4, baseline="nope")
+
+
+def test_stratified_timesteps_cover_every_step_and_stay_uniform():
+    from dpm_jax.shapes import sample_timesteps
+
+    t = np.asarray(sample_timesteps(jax.random.PRNGKey(0), 39, 40, stratified=True))
+    assert sorted(t.tolist()) == list(range(2, 41))
+    draws = np.concatenate(
+        [np.asarray(sample_timesteps(jax.random.PRNGKey(i), 5, 40, True)) for i in range(4000)]
+    )
+    counts = np.bincount(draws, minlength=41)[2:]
+    assert counts.min() > 0.7 * counts.mean() and counts.max() < 1.3 * counts.mean()
+    plain = np.asarray(sample_timesteps(jax.random.PRNGKey(1), 10_000, 40, stratified=False))
+    assert plain.min() == 2 and plain.max() == 40
