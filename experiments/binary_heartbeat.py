@@ -43,8 +43,8 @@ class Config:
     num_layers: int = 3
     batch_size: int = 2_000
     stratified_t: bool = True
-    learning_rate: float = 3e-3
-    train_steps: int = 100_000
+    learning_rate: float = 1e-2
+    train_steps: int = 120_000
     seed: int = 0
     num_test: int = 2_000
     eval_batch_size: int = 1_000
