@@ -17,6 +17,7 @@ import time
 import jax
 
 from dpm_jax import training
+from experiments import common
 from experiments import swiss_roll as sr
 
 
@@ -31,7 +32,7 @@ def _time(fn, repeats: int) -> float:
 
 
 def train_steps_per_second(config: sr.Config, steps: int) -> float:
-    keys = sr._keys(config)
+    keys = common.experiment_keys(config.seed)
     tx = sr.make_optimizer(config)
     state = training.create_train_state(sr.init_params(config, keys["init"]), tx, keys["train"])
     step_fn = training.make_train_step(functools.partial(sr.loss_fn, config), tx)
@@ -62,7 +63,7 @@ def main() -> None:
             f"train step, objective={objective}, batch {config.batch_size}: {rate:,.0f} steps/s "
             f"({rate * config.batch_size:,.0f} examples/s)"
         )
-    keys = sr._keys(base)
+    keys = common.experiment_keys(base.seed)
     params = sr.init_params(base, keys["init"])
     x = sr._data(base).sample(keys["test_data"], args.eval_examples)
     fn = sr.exact_bound_fn(base, params)

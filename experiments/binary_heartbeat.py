@@ -13,7 +13,6 @@ ceiling of the best factorised reverse kernel with this schedule.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import sys
 import time
 from pathlib import Path
@@ -92,12 +91,6 @@ MUTABLE_KEYS = (
     "eval_batch_size",
     "num_figure_samples",
 )
-
-
-def _keys(config: Config) -> dict[str, jax.Array]:
-    root = jax.random.PRNGKey(config.seed)
-    names = ("train_data", "test_data", "init", "train", "eval", "figure", "ceiling")
-    return {name: jax.random.fold_in(root, i) for i, name in enumerate(names)}
 
 
 def _model(config: Config) -> HeartbeatMLP:
@@ -197,23 +190,8 @@ def run(config: Config, workdir: Path, eval_only: bool = False) -> dict:
     start_time = time.time()
     workdir = Path(workdir)
     config_dict = training.config_to_dict(config)
-    keys = _keys(config)
     data = Heartbeat()
-    tx = make_optimizer(config)
-    sample_batch = jax.jit(lambda k: data.sample(k, config.batch_size))
-    state = training.train_or_restore(
-        workdir=workdir,
-        experiment=EXPERIMENT,
-        config=config_dict,
-        mutable_keys=MUTABLE_KEYS,
-        state=training.create_train_state(init_params(config, keys["init"]), tx, keys["train"]),
-        eval_only=eval_only,
-        train_step=training.make_train_step(functools.partial(loss_fn, config), tx),
-        batch_fn=lambda step: sample_batch(jax.random.fold_in(keys["train_data"], step)),
-        num_steps=config.train_steps,
-        checkpoint_every=config.checkpoint_every,
-        log_every=config.log_every,
-    )
+    state, keys = common.train_on_generator(sys.modules[__name__], config, workdir, eval_only, data)
     test_x = np.asarray(data.sample(keys["test_data"], config.num_test))
     results = evaluate(config, state.params, test_x, keys)
     figure = workdir / "figures" / "binary_heartbeat_fig2.png"

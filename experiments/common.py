@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
 from pathlib import Path
 from typing import Any
+
+import jax
+
+from dpm_jax import training
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -118,3 +123,40 @@ def main(module, argv: list[str] | None = None) -> None:
         fail(str(e))
     print(module.report(results))
     print(f"results: {args.workdir / 'results.json'}")
+
+
+KEY_NAMES = ("train_data", "test_data", "init", "train", "eval", "figure", "ceiling")
+
+
+def experiment_keys(seed: int) -> dict[str, jax.Array]:
+    """One independent PRNG key per use, all derived from the config's seed."""
+    root = jax.random.PRNGKey(seed)
+    return {name: jax.random.fold_in(root, i) for i, name in enumerate(KEY_NAMES)}
+
+
+def train_on_generator(module, config, workdir: Path, eval_only: bool, data):
+    """Trains (or, with ``eval_only``, restores) a model on fresh batches from ``data.sample``.
+
+    Batch ``step`` is drawn with a key folded from the step, so a resumed run
+    sees the same data. ``module`` provides EXPERIMENT, MUTABLE_KEYS,
+    make_optimizer, init_params and loss_fn. Returns (state, keys).
+    """
+    keys = experiment_keys(config.seed)
+    tx = module.make_optimizer(config)
+    sample_batch = jax.jit(lambda k: data.sample(k, config.batch_size))
+    state = training.train_or_restore(
+        workdir=Path(workdir),
+        experiment=module.EXPERIMENT,
+        config=training.config_to_dict(config),
+        mutable_keys=module.MUTABLE_KEYS,
+        state=training.create_train_state(
+            module.init_params(config, keys["init"]), tx, keys["train"]
+        ),
+        eval_only=eval_only,
+        train_step=training.make_train_step(functools.partial(module.loss_fn, config), tx),
+        batch_fn=lambda step: sample_batch(jax.random.fold_in(keys["train_data"], step)),
+        num_steps=config.train_steps,
+        checkpoint_every=config.checkpoint_every,
+        log_every=config.log_every,
+    )
+    return state, keys

@@ -14,6 +14,7 @@ import optax
 import pytest
 
 from dpm_jax import training
+from experiments import common
 from experiments import swiss_roll as sr
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +56,7 @@ swiss_roll.main(sys.argv[1:])
 
 
 def _final_params(workdir: Path, config: sr.Config):
-    keys = sr._keys(config)
+    keys = common.experiment_keys(config.seed)
     tx = sr.make_optimizer(config)
     template = training.create_train_state(sr.init_params(config, keys["init"]), tx, keys["train"])
     state = training.restore_latest(training.checkpoint_manager(workdir), template)
@@ -64,7 +65,7 @@ def _final_params(workdir: Path, config: sr.Config):
 
 def test_short_training_run_improves_the_exact_bound(tmp_path):
     config = dataclasses.replace(FAST, train_steps=1000, learning_rate=0.01, checkpoint_every=1000)
-    keys = sr._keys(config)
+    keys = common.experiment_keys(config.seed)
     test_x = np.asarray(sr._data(config).sample(keys["test_data"], config.num_test))
     before = sr.evaluate(config, sr.init_params(config, keys["init"]), test_x, keys["eval"])
     after = sr.run(config, tmp_path / "run")
