@@ -187,6 +187,29 @@ def bound_exact(
     return likelihood.nats_to_bits(endpoint_terms(schedule, x0, pi) - total_kl)
 
 
+def kl_per_step(
+    schedule: Schedule, reverse_fn: RateFn, x0: jax.Array, pi: float, key: chex.PRNGKey
+) -> jax.Array:
+    """Mean over examples of each KL term of Eq. 14, nats per example, shape (T - 1,), t = 2..T.
+
+    Draws the same x^(t) as :func:`bound_exact` with the same key, so two
+    reverse models (e.g. a network and :func:`moment_matched_rates`) are
+    compared step by step on identical forward samples.
+    """
+    check_binary(x0)
+    check_rate(pi)
+    num_steps = schedule.num_steps
+    keys = jax.random.split(key, num_steps - 1)
+    ts = jnp.arange(2, num_steps + 1, dtype=jnp.int32)
+
+    def one(inputs):
+        t, k = inputs
+        x_t = q_sample(schedule, x0, t, pi, k)
+        return jnp.mean(kl_term(schedule, reverse_fn, x0, x_t, t, pi))
+
+    return jax.lax.map(one, (ts, keys))
+
+
 def bound_estimate(
     schedule: Schedule,
     reverse_fn: RateFn,

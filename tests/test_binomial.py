@@ -220,3 +220,17 @@ def test_stratified_one_t_estimate_is_unbiased():
     exact = np.asarray(bn.bound_exact(sch, fn, x0, PI, jax.random.PRNGKey(8)), np.float64)
     (m1, s1), (m2, s2) = likelihood.mean_and_stderr(est), likelihood.mean_and_stderr(exact)
     assert abs(m1 - m2) < 4 * math.hypot(s1, s2)
+
+
+def test_kl_per_step_matches_the_exact_bound_with_the_same_key():
+    sch = schedules.binomial_schedule(12)
+    fn = toy_reverse_fn(sch)
+    x0 = jax.random.bernoulli(jax.random.PRNGKey(9), 0.5, (64, 2)).astype(jnp.float32)
+    key = jax.random.PRNGKey(10)
+    per_step = bn.kl_per_step(sch, fn, x0, PI, key)
+    assert per_step.shape == (11,)
+    k = bn.bound_exact(sch, fn, x0, PI, key)
+    from_steps = likelihood.nats_to_bits(
+        jnp.mean(bn.endpoint_terms(sch, x0, PI)) - jnp.sum(per_step)
+    )
+    np.testing.assert_allclose(jnp.mean(k), from_steps, rtol=1e-5)
