@@ -66,11 +66,9 @@ class Config:
             "log_every",
             "num_figure_samples",
         )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        if self.train_steps < 0 or not self.learning_rate > 0:
-            raise ValueError("train_steps must be >= 0 and learning_rate > 0.")
+        common.require(self, positive, 1)
+        common.require(self, ("train_steps",), 0)
+        common.require(self, ("learning_rate",), 0, strict=True)
 
 
 PRESETS = {
@@ -189,28 +187,23 @@ def run(config: Config, workdir: Path, eval_only: bool = False) -> dict:
     """Trains (resuming from ``workdir``), evaluates the exact K, writes results and the figure."""
     start_time = time.time()
     workdir = Path(workdir)
-    config_dict = training.config_to_dict(config)
     data = Heartbeat()
     state, keys = common.train_on_generator(sys.modules[__name__], config, workdir, eval_only, data)
     test_x = np.asarray(data.sample(keys["test_data"], config.num_test))
     results = evaluate(config, state.params, test_x, keys)
     figure = workdir / "figures" / "binary_heartbeat_fig2.png"
-    results.update(
-        experiment=EXPERIMENT,
-        units=UNITS,
-        paper=PAPER,
-        valid_sample_fraction=sample_and_plot(config, state.params, keys["figure"], figure),
-        num_samples=config.num_figure_samples,
-        num_test_examples=int(len(test_x)),
-        T=config.diffusion_steps,
-        train_steps=int(state.step),
-        wall_seconds=time.time() - start_time,
-        wall_seconds_kind="this invocation (training resumed from a checkpoint counts only its part)",
-        figures=[str(figure.relative_to(workdir))],
-        config=config_dict,
+    results["valid_sample_fraction"] = sample_and_plot(config, state.params, keys["figure"], figure)
+    results["num_samples"] = config.num_figure_samples
+    return common.write_results(
+        sys.modules[__name__],
+        config,
+        workdir,
+        results,
+        state=state,
+        num_test=len(test_x),
+        start_time=start_time,
+        figures=[figure],
     )
-    training.write_json_atomic(workdir / "results.json", results)
-    return results
 
 
 def report(results: dict) -> str:

@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import functools
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -160,3 +161,42 @@ def train_on_generator(module, config, workdir: Path, eval_only: bool, data):
         log_every=config.log_every,
     )
     return state, keys
+
+
+def require(config, names, minimum, strict: bool = False) -> None:
+    """Raises ValueError naming the first field of ``names`` below ``minimum`` (or not above it)."""
+    for name in names:
+        value = getattr(config, name)
+        if value < minimum or (strict and value == minimum):
+            bound = f"> {minimum}" if strict else f">= {minimum}"
+            raise ValueError(f"{name} must be {bound}, got {value}.")
+
+
+def write_results(
+    module,
+    config,
+    workdir: Path,
+    results: dict,
+    *,
+    state,
+    num_test: int,
+    start_time: float,
+    figures: list[Path],
+) -> dict:
+    """Adds what every results.json carries (experiment, units, paper, sizes, wall time,
+    figures, config) to ``results`` and writes it atomically to ``workdir/results.json``."""
+    workdir = Path(workdir)
+    results.update(
+        experiment=module.EXPERIMENT,
+        units=module.UNITS,
+        paper=module.PAPER,
+        num_test_examples=int(num_test),
+        T=config.diffusion_steps,
+        train_steps=int(state.step),
+        wall_seconds=time.time() - start_time,
+        wall_seconds_kind="this invocation (training resumed from a checkpoint counts only its part)",
+        figures=[str(Path(f).relative_to(workdir)) for f in figures],
+        config=training.config_to_dict(config),
+    )
+    training.write_json_atomic(workdir / "results.json", results)
+    return results

@@ -99,15 +99,10 @@ class Config:
             "ceiling_examples",
             "ceiling_reference_size",
         )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        if self.train_steps < 0:
-            raise ValueError(f"train_steps must be >= 0, got {self.train_steps}.")
+        common.require(self, positive, 1)
+        common.require(self, ("train_steps",), 0)
         rates = ("learning_rate", "schedule_learning_rate", "noise_std", "rbf_init_width")
-        for name in rates:
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}.")
+        common.require(self, rates, 0, strict=True)
         if self.grad_clip_norm < 0:
             raise ValueError(
                 f"grad_clip_norm must be >= 0 (0 turns clipping off), got {self.grad_clip_norm}."
@@ -345,7 +340,6 @@ def run(config: Config, workdir: Path, eval_only: bool = False) -> dict:
     """Trains (resuming from ``workdir``), evaluates the exact K, writes results and the figure."""
     start_time = time.time()
     workdir = Path(workdir)
-    config_dict = training.config_to_dict(config)
     data = _data(config)
     state, keys = common.train_on_generator(sys.modules[__name__], config, workdir, eval_only, data)
     test_x = np.asarray(data.sample(keys["test_data"], config.num_test))
@@ -355,21 +349,17 @@ def run(config: Config, workdir: Path, eval_only: bool = False) -> dict:
     results.update(schedule_ceiling(config, state.params, test_x, keys["ceiling"], kl_figure))
     write_figure(config, state.params, test_x, keys["figure"], figure)
     schedule = schedule_from_params(config, state.params)
-    results.update(
-        experiment=EXPERIMENT,
-        units=UNITS,
-        paper=PAPER,
-        num_test_examples=int(len(test_x)),
-        T=config.diffusion_steps,
-        train_steps=int(state.step),
-        wall_seconds=time.time() - start_time,
-        wall_seconds_kind="this invocation (training resumed from a checkpoint counts only its part)",
-        betas=[float(b) for b in np.asarray(schedule.betas)],
-        figures=[str(figure.relative_to(workdir)), str(kl_figure.relative_to(workdir))],
-        config=config_dict,
+    results["betas"] = [float(b) for b in np.asarray(schedule.betas)]
+    return common.write_results(
+        sys.modules[__name__],
+        config,
+        workdir,
+        results,
+        state=state,
+        num_test=len(test_x),
+        start_time=start_time,
+        figures=[figure, kl_figure],
     )
-    training.write_json_atomic(workdir / "results.json", results)
-    return results
 
 
 def report(results: dict) -> str:
