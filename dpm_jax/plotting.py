@@ -94,3 +94,32 @@ def heartbeat_figure(path: Path, samples: np.ndarray, noise: np.ndarray) -> None
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def image_grid(path: Path, images: np.ndarray, title: str | None = None) -> None:
+    """App. Fig. 1 style: a square-ish grid of images (N, H, W, C) with values in [0, 1].
+
+    Values are clipped to [0, 1]; one channel is shown in grey, three as RGB.
+    """
+    images = np.clip(np.asarray(images, np.float64), 0.0, 1.0)
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise ValueError(f"images must be (N, H, W, 1 or 3), got shape {images.shape}.")
+    n, h, w, c = images.shape
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    canvas = np.ones((rows * (h + 1) + 1, cols * (w + 1) + 1, c))
+    for i, image in enumerate(images):
+        r, q = divmod(i, cols)
+        canvas[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + q * (w + 1) : 1 + q * (w + 1) + w] = image
+    fig, ax = plt.subplots(figsize=(0.5 * cols + 1, 0.5 * rows + 1))
+    if c == 1:
+        ax.imshow(canvas[..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    else:
+        ax.imshow(canvas, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,380 @@
+"""What the 8-bit image experiments (MNIST, CIFAR-10) share: config, loss, exact test bound.
+
+Not an experiment itself: ``experiments.mnist`` and ``experiments.cifar10`` set the
+dataset and sizes and call :func:`run`. Pipeline (App. D.2, Sec. 3.2):
+
+  uint8 pixels --dequantise (pixel + u) / 256--> x in [0, 1) --z = x*scale + shift--> z
+  (unit variance over the training set) --Gaussian diffusion, T steps--> bound K
+
+The scale and shift are one global pair computed exactly over the whole training set on
+the first run and stored in ``WORKDIR/scaling.json``; every later use (resume,
+``--eval_only``) reads them back. K is reported in the paper's unit, bits per pixel summed
+over colours on z, and as a negative log-likelihood in bits per dimension of the 8-bit
+data (the unit of DDPM and VDM).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from dpm_jax import gaussian, likelihood, plotting, schedules, training
+from dpm_jax.data import images
+from dpm_jax.models import multiscale
+from experiments import common
+
+NETWORKS = ("reference_code", "paper")
+SCALING_FILE = "scaling.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageConfig:
+    """An image run. ``diffusion_steps`` is the paper's T; ``train_steps`` counts optimiser steps.
+
+    Network sizes follow the released code's names (see ``dpm_jax.models.multiscale``);
+    ``conv_layers = 0`` leaves the dense pathway alone (the paper's MNIST network),
+    ``dense_hidden = 0`` the convolutional one. The optimiser is the released code's:
+    RMSProp (decay 0.9), the learning rate multiplied by 0.1^(1/1000) every 500 steps
+    down to ``min_learning_rate``.
+    """
+
+    dataset: str = "mnist"
+    data_dir: str = ""  # "" = TFDS's default ($TFDS_DATA_DIR or ~/tensorflow_datasets)
+    diffusion_steps: int = 1000
+    step1_beta: float = 1e-3
+    network: str = "reference_code"
+    readout: str = "reference_code"
+    num_temporal_basis: int = 10
+    conv_features: int = 20
+    conv_layers: int = 4
+    num_scales: int = 1
+    dense_hidden: int = 500
+    dense_output: int = 2
+    dense_layers: int = 0  # 0 = as many as conv_layers (the released code's quirk)
+    upper_hidden: int = 20
+    upper_layers: int = 2
+    batch_size: int = 512
+    learning_rate: float = 1e-3
+    min_learning_rate: float = 1e-4
+    train_steps: int = 500_000
+    seed: int = 0
+    num_test: int = 0  # 0 = every test example
+    eval_batch_size: int = 200
+    checkpoint_every: int = 5_000
+    log_every: int = 500
+    num_samples: int = 36
+
+    def __post_init__(self):
+        if self.dataset not in images.IMAGE_SHAPES:
+            raise ValueError(
+                f"dataset must be one of {sorted(images.IMAGE_SHAPES)}, got {self.dataset!r}."
+            )
+        if self.diffusion_steps < 2:
+            raise ValueError(f"diffusion_steps (T) must be >= 2, got {self.diffusion_steps}.")
+        if not 0.0 < self.step1_beta < 1.0:
+            raise ValueError(f"step1_beta must lie in (0, 1), got {self.step1_beta}.")
+        if self.network not in NETWORKS:
+            raise ValueError(f"network must be one of {NETWORKS}, got {self.network!r}.")
+        if self.readout not in gaussian.READOUTS:
+            raise ValueError(f"readout must be one of {gaussian.READOUTS}, got {self.readout!r}.")
+        common.require(
+            self,
+            ("num_scales", "upper_layers", "batch_size", "eval_batch_size", "checkpoint_every"),
+            1,
+        )
+        common.require(self, ("log_every", "num_samples", "upper_hidden", "dense_output"), 1)
+        common.require(self, ("num_temporal_basis",), 2)
+        common.require(self, ("conv_features",), 1)
+        nonnegative = ("conv_layers", "dense_hidden", "dense_layers", "train_steps", "num_test")
+        common.require(self, nonnegative, 0)
+        common.require(self, ("learning_rate", "min_learning_rate"), 0, strict=True)
+        if self.conv_layers == 0 and (self.dense_hidden == 0 or self.dense_layers == 0):
+            raise ValueError(
+                "with conv_layers=0 the dense pathway is the whole network: set dense_hidden > 0 "
+                "and dense_layers > 0."
+            )
+        height, width, _ = images.IMAGE_SHAPES[self.dataset]
+        images.check_image_size(height, width, self.num_scales)
+
+
+MUTABLE_KEYS = (
+    "data_dir",
+    "checkpoint_every",
+    "log_every",
+    "num_test",
+    "eval_batch_size",
+    "num_samples",
+)
+
+
+def image_shape(config: ImageConfig) -> tuple[int, int, int]:
+    return images.IMAGE_SHAPES[config.dataset]
+
+
+def network(config: ImageConfig) -> multiscale.MultiScaleConvNet:
+    """The reverse model of App. D.2 in the configured style and sizes."""
+    build = {
+        "reference_code": multiscale.reference_code_network,
+        "paper": multiscale.paper_network,
+    }[config.network]
+    return build(
+        config.diffusion_steps,
+        num_temporal_basis=config.num_temporal_basis,
+        conv_features=config.conv_features,
+        conv_layers=config.conv_layers,
+        num_scales=config.num_scales,
+        dense_hidden=config.dense_hidden,
+        dense_output=config.dense_output,
+        dense_layers=config.dense_layers or None,
+        upper_hidden=config.upper_hidden,
+        upper_layers=config.upper_layers,
+    )
+
+
+def schedule(config: ImageConfig) -> schedules.Schedule:
+    """The released code's fixed schedule (beta_1 = 2 step1_beta, then about 1/(T - t + 1))."""
+    return schedules.reference_code_schedule(config.diffusion_steps, config.step1_beta)
+
+
+def init_params(config: ImageConfig, key: jax.Array) -> dict:
+    dummy = jnp.zeros((1, *image_shape(config)), jnp.float32)
+    return network(config).init(key, dummy, jnp.ones((1,), jnp.int32))["params"]
+
+
+def reverse_fn_from_params(config: ImageConfig, params: dict, sched: schedules.Schedule):
+    """``(x_t (N, H, W, C), t (N,)) -> Kernel``: the network's readout around the forward kernel."""
+    model = network(config)
+
+    def reverse_fn(x_t, t):
+        z_mu, z_sigma = model.apply({"params": params}, x_t, t)
+        beta_t = schedules.beta(sched, t)[:, None, None, None]
+        return gaussian.readout(config.readout, x_t, z_mu, z_sigma, beta_t, config.diffusion_steps)
+
+    return reverse_fn
+
+
+def pixels_per_image(config: ImageConfig) -> int:
+    height, width, _ = image_shape(config)
+    return height * width
+
+
+def loss_fn(config: ImageConfig, scaling: images.ImageScaling, params, batch, key):
+    """-K in bits per pixel (summed over colours): one t per example (weight T - 1).
+
+    ``batch`` holds uint8 pixels; dequantisation noise is fresh every step.
+    """
+    key_u, key_k = jax.random.split(key)
+    x0 = images.preprocess(batch, key_u, scaling)
+    sched = schedule(config)
+    fn = reverse_fn_from_params(config, params, sched)
+    k = gaussian.bound_estimate(sched, fn, x0, key_k) / pixels_per_image(config)
+    return -jnp.mean(k), {"K_per_pixel_estimate": jnp.mean(k)}
+
+
+def learning_rate(config: ImageConfig) -> optax.Schedule:
+    """The released code's decay: x 0.1^(1/1000) every 500 steps, floored at min_learning_rate."""
+    return optax.exponential_decay(
+        config.learning_rate,
+        transition_steps=500,
+        decay_rate=math.exp(math.log(0.1) / 1000),
+        staircase=True,
+        end_value=config.min_learning_rate,
+    )
+
+
+def make_optimizer(config: ImageConfig) -> optax.GradientTransformation:
+    """The released code's RMSProp (decay 0.9, no momentum) with :func:`learning_rate`."""
+    return optax.rmsprop(learning_rate(config), decay=0.9, eps=1e-10)
+
+
+# ----------------------------------------------------------------------------------------------
+# Data and scaling.
+
+
+def load_split(config: ImageConfig, split: str):
+    return images.load_image_source(config.dataset, split, config.data_dir or None)
+
+
+def scaling_for_run(config: ImageConfig, workdir: Path, train_source, eval_only: bool):
+    """The run's scaling: read from ``workdir/scaling.json``, else fitted and written there."""
+    path = Path(workdir) / SCALING_FILE
+    if path.exists():
+        return images.ImageScaling(**json.loads(path.read_text()))
+    if eval_only:
+        raise FileNotFoundError(
+            f"{path} is missing: this run's data scaling is unknown. Train first (drop "
+            "--eval_only), which writes it."
+        )
+    print(f"fitting the global scaling on {len(train_source):,} training images ...")
+    scaling = images.fit_scaling(train_source)
+    training.write_json_atomic(path, dataclasses.asdict(scaling))
+    return scaling
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation.
+
+
+def exact_bound_fn(config: ImageConfig, params, scaling: images.ImageScaling):
+    """Jitted ``(uint8 batch, key) -> (K bits per example, log2 N(z; 0, I) per example)``."""
+    sched = schedule(config)
+    fn = reverse_fn_from_params(config, params, sched)
+
+    @jax.jit
+    def bound(pixels, key):
+        key_u, key_k = jax.random.split(key)
+        z = images.preprocess(pixels, key_u, scaling)
+        return gaussian.bound_exact(sched, fn, z, key_k), likelihood.gaussian_null_log_likelihood(z)
+
+    return bound
+
+
+def evaluate(config: ImageConfig, params, scaling, test_source, key) -> dict:
+    """Exact K over every test example (or the first ``num_test``), both units, with stderrs."""
+    limit = len(test_source) if config.num_test == 0 else min(config.num_test, len(test_source))
+    source = test_source if limit == len(test_source) else _Prefix(test_source, limit)
+    bound = exact_bound_fn(config, params, scaling)
+    batch_size = min(config.eval_batch_size, limit)
+    ks, nulls = [], []
+    batches = images.eval_batches(source, batch_size)
+    total = images.num_eval_batches(limit, batch_size)
+    for i, (pixels, valid) in enumerate(tqdm(batches, total=total, desc="exact K")):
+        k, null = bound(jnp.asarray(pixels), jax.random.fold_in(key, i))
+        ks.append(np.asarray(k, np.float64)[:valid])
+        nulls.append(np.asarray(null, np.float64)[:valid])
+    k, null = np.concatenate(ks), np.concatenate(nulls)
+    if not np.all(np.isfinite(k)):
+        raise FloatingPointError(
+            f"{np.sum(~np.isfinite(k))} test examples have a non-finite bound; the checkpoint "
+            "is unusable for evaluation."
+        )
+    pixels = pixels_per_image(config)
+    dims = pixels * image_shape(config)[2]
+    k_pix, k_pix_se = likelihood.mean_and_stderr(k / pixels)
+    kn, kn_se = likelihood.mean_and_stderr((k - null) / pixels)
+    bpd, bpd_se = likelihood.mean_and_stderr(images.bits_per_dim_8bit(k, dims, scaling))
+    return {
+        "K": k_pix,
+        "K_stderr": k_pix_se,
+        "K_kind": "exact: all KL terms t = 2..T summed, one forward sample and one "
+        "dequantisation per term and example; stderr over test examples",
+        "L_null": float(np.mean(null / pixels)),
+        "K_minus_L_null": kn,
+        "K_minus_L_null_stderr": kn_se,
+        "nll_bits_per_dim_8bit": bpd,
+        "nll_bits_per_dim_8bit_stderr": bpd_se,
+        "nll_bits_per_dim_8bit_kind": "upper bound on -log2 P(8-bit pixels) per dimension: "
+        "-K/D - log2(scale/256) (uniform dequantisation plus the scaling's Jacobian)",
+        "num_test_examples": int(limit),
+        "test_set_size": int(len(test_source)),
+    }
+
+
+class _Prefix:
+    """The first ``n`` examples of a source."""
+
+    def __init__(self, source, n: int):
+        self.source, self.n = source, n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return self.source[i]
+
+    def __getitems__(self, keys):
+        if any(not 0 <= k < self.n for k in keys):
+            raise IndexError(keys)
+        getitems = getattr(self.source, "__getitems__", None)
+        return getitems(keys) if getitems else [self.source[k] for k in keys]
+
+
+def sample_grid(config: ImageConfig, params, scaling, key, path: Path) -> None:
+    """App. Fig. 1: ``num_samples`` samples from the model, in [0, 1] pixel units."""
+    sched = schedule(config)
+    fn = reverse_fn_from_params(config, params, sched)
+    shape = (config.num_samples, *image_shape(config))
+    z = jax.jit(lambda k: gaussian.sample(sched, fn, k, shape))(key)
+    plotting.image_grid(path, np.asarray(scaling.invert(z)), title=f"{config.dataset} samples")
+
+
+# ----------------------------------------------------------------------------------------------
+# The run.
+
+
+def run(module, config: ImageConfig, workdir: Path, eval_only: bool = False) -> dict:
+    """Trains (resuming from ``workdir``), evaluates the exact test bound, writes results."""
+    start_time = time.time()
+    workdir = Path(workdir)
+    training.check_run_compatible(
+        workdir, module.EXPERIMENT, training.config_to_dict(config), MUTABLE_KEYS
+    )
+    train_source = load_split(config, "train")
+    test_source = load_split(config, "test")
+    scaling = scaling_for_run(config, workdir, train_source, eval_only)
+    keys = common.experiment_keys(config.seed)
+    tx = make_optimizer(config)
+
+    def batch_fn(step: int) -> jax.Array:
+        return jnp.asarray(images.train_batch(train_source, config.batch_size, config.seed, step))
+
+    state = training.train_or_restore(
+        workdir=workdir,
+        experiment=module.EXPERIMENT,
+        config=training.config_to_dict(config),
+        mutable_keys=MUTABLE_KEYS,
+        state=training.create_train_state(init_params(config, keys["init"]), tx, keys["train"]),
+        eval_only=eval_only,
+        train_step=training.make_train_step(
+            lambda params, batch, key: loss_fn(config, scaling, params, batch, key), tx
+        ),
+        batch_fn=batch_fn,
+        num_steps=config.train_steps,
+        checkpoint_every=config.checkpoint_every,
+        log_every=config.log_every,
+    )
+    results = evaluate(config, state.params, scaling, test_source, keys["eval"])
+    figure = workdir / "figures" / f"{module.EXPERIMENT}_samples_step{int(state.step)}.png"
+    sample_grid(config, state.params, scaling, keys["figure"], figure)
+    results["scaling"] = dataclasses.asdict(scaling)
+    results["num_parameters"] = int(sum(p.size for p in jax.tree.leaves(state.params)))
+    return common.write_results(
+        module,
+        config,
+        workdir,
+        results,
+        state=state,
+        num_test=results["num_test_examples"],
+        start_time=start_time,
+        figures=[figure],
+    )
+
+
+def report(module, results: dict) -> str:
+    r = results
+    paper = module.PAPER
+    return "\n".join(
+        [
+            f"{r['experiment']}, T = {r['T']}, {r['train_steps']} training steps, "
+            f"{r['num_test_examples']} of {r['test_set_size']} test images, "
+            f"{r['num_parameters']:,} parameters",
+            f"  K (exact test bound)   = {r['K']:.3f} +- {r['K_stderr']:.3f} {module.UNITS}"
+            f"   [paper: {paper.get('K', 'n/a')}]",
+            f"  K - L_null             = {r['K_minus_L_null']:.3f} +- "
+            f"{r['K_minus_L_null_stderr']:.3f}   [paper: {paper.get('K_minus_L_null', 'n/a')}]",
+            f"  NLL, 8-bit scale       = {r['nll_bits_per_dim_8bit']:.3f} +- "
+            f"{r['nll_bits_per_dim_8bit_stderr']:.3f} bits/dim (upper bound)",
+            f"  wall time {r['wall_seconds']:.0f} s; samples: {r['figures'][0]}",
+        ]
+    )

@@ -1,0 +1,141 @@
+"""MNIST and CIFAR-10 experiments end to end on tfds mock data; full-size configs take a step."""
+
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from dpm_jax import training
+from dpm_jax.data import images
+from experiments import cifar10, common, mnist
+from experiments import images as image_experiment
+
+
+@pytest.fixture
+def mock_tfds(monkeypatch):
+    """tfds.testing.mock_data with random uint8 images, any split, no files."""
+    original = images.load_image_source
+
+    def load(name, split, data_dir=None):
+        source = original(name, split, data_dir)
+        inner = source.data_source
+        # tfds 4.9.10's mock sets __getitems__ as a plain attribute (called without self);
+        # route batched reads through the mocked __getitem__.
+        inner.__getitems__ = lambda keys: [inner[k] for k in keys]
+        return source
+
+    monkeypatch.setattr(images, "load_image_source", load)
+    with tfds.testing.mock_data(num_examples=12, policy=tfds.testing.MockPolicy.USE_CODE):
+        yield
+
+
+@pytest.mark.parametrize("module", [mnist, cifar10], ids=["mnist", "cifar10"])
+def test_small_preset_end_to_end(module, mock_tfds, tmp_path):
+    config = dataclasses.replace(
+        module.PRESETS["small"],
+        train_steps=6,
+        checkpoint_every=3,
+        log_every=3,
+        batch_size=4,
+        eval_batch_size=5,
+        num_samples=4,
+        diffusion_steps=10,
+    )
+    results = module.run(config, tmp_path)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["experiment"] == module.EXPERIMENT and saved["train_steps"] == 6
+    assert saved["num_test_examples"] == 12 == saved["test_set_size"]  # padded batch, none lost
+    for key in ("K", "K_stderr", "K_minus_L_null", "nll_bits_per_dim_8bit", "L_null"):
+        assert np.isfinite(saved[key]), key
+    assert (
+        "bits per pixel" in saved["units"] and "upper bound" in saved["nll_bits_per_dim_8bit_kind"]
+    )
+    height, width, channels = images.IMAGE_SHAPES[module.EXPERIMENT]
+    # L_null is per pixel summed over colours: about -channels * 2.047 bits on unit-variance data.
+    assert saved["L_null"] < 0
+    # The two units describe the same bound.
+    scaling = images.ImageScaling(**saved["scaling"])
+    bpd = -saved["K"] * height * width / (height * width * channels) - np.log2(scaling.scale / 256)
+    np.testing.assert_allclose(saved["nll_bits_per_dim_8bit"], bpd, rtol=1e-9)
+    assert (tmp_path / saved["figures"][0]).exists()
+    assert (tmp_path / image_experiment.SCALING_FILE).exists()
+    again = module.run(config, tmp_path, eval_only=True)  # same checkpoint, keys and scaling
+    assert again["K"] == results["K"]
+
+
+def test_eval_only_without_a_run_says_what_to_do(mock_tfds, tmp_path):
+    with pytest.raises(FileNotFoundError, match="Train first"):
+        mnist.run(mnist.PRESETS["small"], tmp_path, eval_only=True)
+
+
+def test_missing_dataset_exits_with_instructions(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        mnist.main(
+            [
+                "--workdir",
+                str(tmp_path / "run"),
+                "--preset",
+                "small",
+                f"--config.data_dir={tmp_path / 'empty'}",
+            ]
+        )
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "mnist" in err and "not prepared" in err and "array_record" in err
+
+
+def test_image_size_must_divide_by_the_scales():
+    with pytest.raises(ValueError, match="num_scales"):
+        dataclasses.replace(mnist.PRESETS["default"], num_scales=4)  # 28 % 8 != 0
+    dataclasses.replace(mnist.PRESETS["default"], num_scales=3)  # 28, 14, 7
+
+
+def test_bad_config_values_are_refused():
+    with pytest.raises(ValueError, match="network"):
+        dataclasses.replace(mnist.PRESETS["default"], network="resnet")
+    with pytest.raises(ValueError, match="dense pathway"):
+        dataclasses.replace(mnist.PRESETS["default"], conv_layers=0, dense_layers=0)
+
+
+@pytest.mark.parametrize(
+    "module, preset, num_params",
+    [
+        (mnist, "default", 1_762_928),
+        (cifar10, "default", 13_385_280),
+        (mnist, "paper", None),
+        (cifar10, "paper", 13_385_280 - 6 * 100 * (34 * 34 - 1)),
+    ],
+    ids=["mnist", "cifar10", "mnist-paper", "cifar10-paper"],
+)
+def test_full_size_configurations_compile_and_take_a_step(module, preset, num_params):
+    config = dataclasses.replace(module.PRESETS[preset], batch_size=2)
+    keys = common.experiment_keys(0)
+    params = image_experiment.init_params(config, keys["init"])
+    count = sum(p.size for p in jax.tree.leaves(params))
+    if num_params is not None:
+        assert count == num_params
+    tx = image_experiment.make_optimizer(config)
+    state = training.create_train_state(params, tx, keys["train"])
+    scaling = images.ImageScaling(scale=3.0, shift=-1.0)
+    step = training.make_train_step(
+        lambda p, b, k: image_experiment.loss_fn(config, scaling, p, b, k), tx
+    )
+    batch = jax.random.randint(
+        keys["train_data"], (2, *images.IMAGE_SHAPES[module.EXPERIMENT]), 0, 256
+    ).astype(jnp.uint8)
+    state, metrics = step(state, batch)
+    assert int(state.step) == 1 and np.isfinite(float(metrics["loss"]))
+
+
+def test_learning_rate_follows_the_released_schedule():
+    schedule = image_experiment.learning_rate(mnist.PRESETS["default"])
+    factor = np.exp(np.log(0.1) / 1000)  # x 0.1 per 1000 decays, one decay every 500 steps
+    np.testing.assert_allclose(schedule(0), 1e-3)
+    np.testing.assert_allclose(schedule(499), 1e-3)
+    np.testing.assert_allclose(schedule(500), 1e-3 * factor, rtol=1e-6)
+    np.testing.assert_allclose(schedule(500 * 500), 1e-3 * factor**500, rtol=1e-4)
+    np.testing.assert_allclose(schedule(500 * 2000), 1e-4, rtol=1e-6)  # the floor
