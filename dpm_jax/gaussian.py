@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from dpm_jax import likelihood
 from dpm_jax.schedules import Schedule, alpha_bar, beta
 from dpm_jax.shapes import event_size, event_sum, per_example, sample_timesteps, t_array
-from dpm_jax.validation import check_batch
+from dpm_jax.validation import check_batch, warn_if_not_unit_variance
 
 
 class Kernel(NamedTuple):
@@ -236,6 +236,7 @@ def bound_exact(
       K in bits per example, shape (N,). It is a lower bound on log2 p(x0).
     """
     check_batch(x0)
+    warn_if_not_unit_variance(x0)
     num_steps = schedule.num_steps
     keys = jax.random.split(key, num_steps - 1)
     ts = jnp.arange(2, num_steps + 1, dtype=jnp.int32)
@@ -259,6 +260,7 @@ def kl_per_step(
     Where a bound loses its bits, step by step.
     """
     check_batch(x0)
+    warn_if_not_unit_variance(x0)
     num_steps = schedule.num_steps
     keys = jax.random.split(key, num_steps - 1)
     ts = jnp.arange(2, num_steps + 1, dtype=jnp.int32)
@@ -288,6 +290,7 @@ def bound_estimate(
     :func:`dpm_jax.shapes.sample_timesteps`); each example stays unbiased.
     """
     check_batch(x0)
+    warn_if_not_unit_variance(x0)
     num_steps = schedule.num_steps
     key_t, key_noise = jax.random.split(key)
     t = sample_timesteps(key_t, x0.shape[0], num_steps, stratified)

@@ -3,7 +3,10 @@
   * :class:`TrainState`: step, parameters, optimiser state and PRNG key, one pytree.
   * :func:`make_train_step`: a pure, jitted step from a loss function and an optax optimiser.
   * :func:`fit`: the loop -- resume from the workdir's latest orbax checkpoint,
-    step, log metrics (JSON lines), checkpoint every N steps, tqdm progress.
+    step, log metrics (JSON lines), checkpoint every N steps, tqdm progress; a
+    SIGTERM saves a final checkpoint and stops cleanly (:class:`TrainingInterrupted`).
+  * Steps whose loss or gradients are not finite are skipped (parameters and
+    optimiser state unchanged) and counted; too many in a row stop the run.
   * :func:`evaluate_per_example`: a per-example function over a whole data set
     in fixed-size batches (the last one padded and masked out).
   * Run bookkeeping: the config saved with the run, compatibility checks on
@@ -14,11 +17,13 @@ Nothing here knows which experiment or data set it serves.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-import math
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,18 +43,39 @@ CHECKPOINT_DIR = "checkpoints"
 
 @flax.struct.dataclass
 class TrainState:
-    """Everything a resumed run needs: step, params, optimiser state and the PRNG key."""
+    """Everything a resumed run needs: step, params, optimiser state and the PRNG key.
+
+    ``skipped`` counts steps skipped for non-finite values, ``skipped_in_a_row``
+    those since the last good step.
+    """
 
     step: jax.Array
     params: Any
     opt_state: Any
     rng: jax.Array  # raw uint32 key data, so orbax stores it as a plain array
+    skipped: jax.Array
+    skipped_in_a_row: jax.Array
 
 
 def create_train_state(params, tx: optax.GradientTransformation, rng: jax.Array) -> TrainState:
+    zero = jnp.array(0, jnp.int32)
     return TrainState(
-        step=jnp.array(0, jnp.int32), params=params, opt_state=tx.init(params), rng=rng
+        step=zero,
+        params=params,
+        opt_state=tx.init(params),
+        rng=rng,
+        skipped=zero,
+        skipped_in_a_row=zero,
     )
+
+
+class TrainingInterrupted(RuntimeError):
+    """Training stopped on SIGTERM after saving a checkpoint; rerun the command to resume."""
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
 LossFn = Callable[[Any, Any, jax.Array], tuple[jax.Array, dict]]
@@ -60,7 +86,9 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation):
 
     ``loss_fn(params, batch, key) -> (loss, aux_metrics)`` is minimised. The
     step key is split from the state's key, so a resumed run draws the same
-    randomness as an uninterrupted one.
+    randomness as an uninterrupted one. A step whose loss or gradients are not
+    all finite leaves the parameters and optimiser state as they were (the 2015
+    code's ``RemoveNotFinite`` did this per parameter) and is counted.
     """
 
     def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
@@ -70,8 +98,29 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation):
         )
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
-        new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state, rng=rng)
+        finite = jnp.isfinite(loss) & _all_finite(grads)
+        params, opt_state = jax.tree.map(
+            lambda new, old: jnp.where(finite, new, old),
+            (params, opt_state),
+            (state.params, state.opt_state),
+        )
+        skipped = state.skipped + (~finite).astype(jnp.int32)
+        in_a_row = jnp.where(finite, 0, state.skipped_in_a_row + 1)
+        new_state = TrainState(
+            step=state.step + 1,
+            params=params,
+            opt_state=opt_state,
+            rng=rng,
+            skipped=skipped,
+            skipped_in_a_row=in_a_row,
+        )
+        metrics = {
+            "loss": loss,
+            "grad_norm": optax.tree.norm(grads),
+            "skipped_steps": skipped,
+            "skipped_in_a_row": in_a_row,
+            **aux,
+        }
         return new_state, metrics
 
     return jax.jit(train_step, donate_argnums=0)
@@ -164,9 +213,16 @@ def _trim_metrics(path: Path, last_step: int) -> None:
 
 
 def checkpoint_manager(workdir: Path, max_to_keep: int = 3) -> ocp.CheckpointManager:
-    """An orbax manager over ``workdir/checkpoints`` (atomic, finalised writes)."""
+    """An orbax manager over ``workdir/checkpoints``.
+
+    Orbax writes each checkpoint into a temporary directory and renames it when
+    complete, so a write cut short (a kill) is never listed as a step; such
+    leftovers are deleted when the manager opens.
+    """
     directory = (Path(workdir) / CHECKPOINT_DIR).resolve()
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True
+    )
     return ocp.CheckpointManager(directory, options=options)
 
 
@@ -189,6 +245,20 @@ def restore_latest(manager: ocp.CheckpointManager, template: TrainState) -> Trai
 # The loop.
 
 
+@contextlib.contextmanager
+def _sigterm_flag():
+    """Yields a list that becomes non-empty when SIGTERM arrives (main thread only)."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def fit(
     *,
     workdir: Path,
@@ -198,16 +268,23 @@ def fit(
     num_steps: int,
     checkpoint_every: int,
     log_every: int,
+    max_skipped_in_a_row: int = 20,
     desc: str = "train",
 ) -> TrainState:
     """Trains until ``state.step == num_steps``, resuming from ``workdir`` if it has a checkpoint.
 
     ``batch_fn(step)`` returns the batch for a global step: with a
     deterministic ``batch_fn`` a resumed run sees the same data order.
-    Metrics are fetched from the device every ``log_every`` steps only.
+    Metrics are fetched from the device every ``log_every`` steps only; there
+    the run stops (FloatingPointError) if the last ``max_skipped_in_a_row`` or
+    more steps were all skipped for non-finite values. On SIGTERM the current
+    step is checkpointed and :class:`TrainingInterrupted` is raised.
     """
-    if num_steps < 0 or checkpoint_every < 1 or log_every < 1:
-        raise ValueError("num_steps >= 0, checkpoint_every >= 1 and log_every >= 1 are required.")
+    if num_steps < 0 or checkpoint_every < 1 or log_every < 1 or max_skipped_in_a_row < 1:
+        raise ValueError(
+            "num_steps >= 0, checkpoint_every >= 1, log_every >= 1 and max_skipped_in_a_row >= 1 "
+            "are required."
+        )
     workdir = Path(workdir)
     metrics_path = workdir / METRICS_FILE
     manager = checkpoint_manager(workdir)
@@ -220,31 +297,39 @@ def fit(
         manager.close()
         return state
 
-    with tqdm(
-        total=num_steps, initial=start, desc=desc, dynamic_ncols=True, mininterval=1.0
-    ) as bar:
+    with (
+        _sigterm_flag() as sigterm,
+        tqdm(total=num_steps, initial=start, desc=desc, dynamic_ncols=True, mininterval=1.0) as bar,
+    ):
         for step in range(start, num_steps):
             state, metrics = train_step(state, batch_fn(step))
             done = step + 1
             logging = done % log_every == 0 or done == num_steps
             saving = done % checkpoint_every == 0 or done == num_steps
-            if logging or saving:
-                values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                if not all(math.isfinite(values[k]) for k in ("loss", "grad_norm")):
-                    manager.wait_until_finished()
-                    raise FloatingPointError(
-                        f"non-finite loss or gradient at step {done} (loss {values['loss']}, "
-                        f"gradient norm {values['grad_norm']}); the last good checkpoint "
-                        f"(step {manager.latest_step()}) in {manager.directory} is intact. "
-                        "Lower the learning rate and resume."
-                    )
             if logging:
+                values = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 with metrics_path.open("a") as f:
                     f.write(json.dumps({"step": done, **values}) + "\n")
-                bar.set_postfix(loss=f"{values['loss']:.4f}")
-            if saving:
+                bar.set_postfix(loss=f"{values['loss']:.4f}", skipped=int(values["skipped_steps"]))
+                if values["skipped_in_a_row"] >= max_skipped_in_a_row:
+                    manager.wait_until_finished()
+                    raise FloatingPointError(
+                        f"the last {int(values['skipped_in_a_row'])} steps (to step {done}) all had "
+                        f"a non-finite loss or gradient and were skipped ({int(values['skipped_steps'])} "
+                        f"skipped in all); parameters are unchanged since the last good step and "
+                        f"the last checkpoint (step {manager.latest_step()}) in {manager.directory} "
+                        "is intact. Lower the learning rate or check the data, then resume."
+                    )
+            if saving or sigterm:
                 manager.save(done, args=ocp.args.StandardSave(state))
             bar.update(1)
+            if sigterm and done < num_steps:
+                manager.wait_until_finished()
+                manager.close()
+                raise TrainingInterrupted(
+                    f"stopped by SIGTERM after step {done}; checkpoint {done} saved in "
+                    f"{manager.directory}. Run the same command again to resume."
+                )
     manager.wait_until_finished()
     manager.close()
     return state

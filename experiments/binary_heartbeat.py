@@ -40,15 +40,17 @@ class Config:
     pi: float = 0.2
     num_hidden: int = 50
     num_layers: int = 3
+    readout_basis: int = 25
     batch_size: int = 2_000
     stratified_t: bool = True
     learning_rate: float = 1e-2
-    train_steps: int = 120_000
+    train_steps: int = 100_000
     seed: int = 0
     num_test: int = 2_000
     eval_batch_size: int = 1_000
     checkpoint_every: int = 10_000
     log_every: int = 1_000
+    max_skipped_in_a_row: int = 20
     num_figure_samples: int = 40
 
     def __post_init__(self):
@@ -56,6 +58,11 @@ class Config:
             raise ValueError(f"diffusion_steps (T) must be >= 2, got {self.diffusion_steps}.")
         if not 0.0 < self.pi < 1.0:
             raise ValueError(f"pi must lie in (0, 1), got {self.pi}.")
+        if self.readout_basis == 1 or self.readout_basis < 0:
+            raise ValueError(
+                f"readout_basis must be 0 (a free readout per step) or >= 2, got "
+                f"{self.readout_basis}."
+            )
         positive = (
             "num_hidden",
             "num_layers",
@@ -64,6 +71,7 @@ class Config:
             "eval_batch_size",
             "checkpoint_every",
             "log_every",
+            "max_skipped_in_a_row",
             "num_figure_samples",
         )
         common.require(self, positive, 1)
@@ -83,6 +91,7 @@ PRESETS = {
     ),
 }
 MUTABLE_KEYS = (
+    "max_skipped_in_a_row",
     "checkpoint_every",
     "log_every",
     "num_test",
@@ -92,7 +101,9 @@ MUTABLE_KEYS = (
 
 
 def _model(config: Config) -> HeartbeatMLP:
-    return HeartbeatMLP(config.diffusion_steps, config.num_hidden, config.num_layers)
+    return HeartbeatMLP(
+        config.diffusion_steps, config.num_hidden, config.num_layers, config.readout_basis
+    )
 
 
 def init_params(config: Config, key: jax.Array) -> dict:

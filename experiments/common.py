@@ -120,7 +120,10 @@ def main(module, argv: list[str] | None = None) -> None:
     )
     try:
         results = module.run(config, args.workdir, eval_only=args.eval_only)
-    except (RuntimeError, FileNotFoundError, ValueError) as e:
+    except training.TrainingInterrupted as e:
+        print(str(e), file=sys.stderr)
+        raise SystemExit(143) from None  # 128 + SIGTERM, what schedulers expect
+    except (RuntimeError, FileNotFoundError, ValueError, FloatingPointError) as e:
         fail(str(e))
     print(module.report(results))
     print(f"results: {args.workdir / 'results.json'}")
@@ -159,6 +162,7 @@ def train_on_generator(module, config, workdir: Path, eval_only: bool, data):
         num_steps=config.train_steps,
         checkpoint_every=config.checkpoint_every,
         log_every=config.log_every,
+        max_skipped_in_a_row=config.max_skipped_in_a_row,
     )
     return state, keys
 

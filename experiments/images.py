@@ -71,6 +71,7 @@ class ImageConfig:
     eval_batch_size: int = 200
     checkpoint_every: int = 5_000
     log_every: int = 500
+    max_skipped_in_a_row: int = 20
     num_samples: int = 36
 
     def __post_init__(self):
@@ -91,7 +92,11 @@ class ImageConfig:
             ("num_scales", "upper_layers", "batch_size", "eval_batch_size", "checkpoint_every"),
             1,
         )
-        common.require(self, ("log_every", "num_samples", "upper_hidden", "dense_output"), 1)
+        common.require(
+            self,
+            ("log_every", "num_samples", "upper_hidden", "dense_output", "max_skipped_in_a_row"),
+            1,
+        )
         common.require(self, ("num_temporal_basis",), 2)
         common.require(self, ("conv_features",), 1)
         nonnegative = ("conv_layers", "dense_hidden", "dense_layers", "train_steps", "num_test")
@@ -108,6 +113,7 @@ class ImageConfig:
 
 MUTABLE_KEYS = (
     "data_dir",
+    "max_skipped_in_a_row",
     "checkpoint_every",
     "log_every",
     "num_test",
@@ -343,6 +349,7 @@ def run(module, config: ImageConfig, workdir: Path, eval_only: bool = False) -> 
         num_steps=config.train_steps,
         checkpoint_every=config.checkpoint_every,
         log_every=config.log_every,
+        max_skipped_in_a_row=config.max_skipped_in_a_row,
     )
     results = evaluate(config, state.params, scaling, test_source, keys["eval"])
     figure = workdir / "figures" / f"{module.EXPERIMENT}_samples_step{int(state.step)}.png"

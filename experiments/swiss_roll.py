@@ -69,6 +69,7 @@ class Config:
     eval_batch_size: int = 10_000
     checkpoint_every: int = 50_000
     log_every: int = 5_000
+    max_skipped_in_a_row: int = 20
     num_figure_samples: int = 2_000
     ceiling_examples: int = 2_000
     ceiling_reference_size: int = 20_000
@@ -95,6 +96,7 @@ class Config:
             "eval_batch_size",
             "checkpoint_every",
             "log_every",
+            "max_skipped_in_a_row",
             "num_figure_samples",
             "ceiling_examples",
             "ceiling_reference_size",
@@ -125,6 +127,7 @@ PRESETS = {
 # Keys that may change when a run is resumed: bookkeeping only (train_steps also sets the
 # learning-rate schedules, so changing it would change the run).
 MUTABLE_KEYS = (
+    "max_skipped_in_a_row",
     "checkpoint_every",
     "log_every",
     "num_test",

@@ -38,6 +38,43 @@ def test_mlp_shapes_and_per_step_readout():
     assert out.shape == (4, 20)
 
 
+def test_mlp_readout_through_bumps_is_the_weighted_sum_of_per_bump_readouts():
+    from dpm_jax.models.temporal import bump_basis
+
+    steps, basis = 40, 5
+    model = HeartbeatMLP(num_steps=steps, num_hidden=6, readout_basis=basis)
+    x = jax.random.bernoulli(jax.random.PRNGKey(1), 0.3, (3, 20)).astype(jnp.float32)
+    t = jnp.array([1, 17, 40])
+    params = model.init(jax.random.PRNGKey(0), x, t)["params"]
+    assert params["readout_kernel"].shape == (basis, 6, 20)
+    keys = jax.random.split(jax.random.PRNGKey(2), 2)
+    params = {
+        **params,
+        "readout_kernel": jax.random.normal(keys[0], (basis, 6, 20)),
+        "readout_bias": jax.random.normal(keys[1], (basis, 20)),
+    }
+    out = model.apply({"params": params}, x, t)
+    # The same network with a free readout per step whose weights are the bump mixture.
+    g = bump_basis(steps, basis, relative_width=1.0)  # (T, J)
+    per_step = {
+        **params,
+        "readout_kernel": jnp.einsum("tj,jhd->thd", g, params["readout_kernel"]),
+        "readout_bias": g @ params["readout_bias"],
+    }
+    expected = HeartbeatMLP(num_steps=steps, num_hidden=6).apply({"params": per_step}, x, t)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    # Equal readouts for every bump give a readout that does not depend on t.
+    flat = {
+        **params,
+        "readout_kernel": jnp.broadcast_to(params["readout_kernel"][:1], (basis, 6, 20)),
+        "readout_bias": jnp.broadcast_to(params["readout_bias"][:1], (basis, 20)),
+    }
+    x3 = jnp.broadcast_to(x[:1], (3, 20))
+    out = model.apply({"params": flat}, x3, t)
+    np.testing.assert_allclose(out[0], out[1], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out[0], out[2], rtol=1e-5, atol=1e-5)
+
+
 def test_small_preset_end_to_end(tmp_path):
     workdir = tmp_path / "run"
     hb.main(["--workdir", str(workdir), "--preset", "small"])

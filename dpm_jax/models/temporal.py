@@ -14,19 +14,20 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def bump_basis(num_steps: int, num_basis: int) -> jnp.ndarray:
+def bump_basis(num_steps: int, num_basis: int, relative_width: float = 0.5) -> jnp.ndarray:
     """The normalised Gaussian bumps g_j(t) of Eq. 63, as the reference code builds them.
 
     Follows ``generate_temporal_basis`` (reference ``model.py:317-332``): time is
     rescaled to xx = linspace(-1, 1, T), the centres are tau = linspace(-1, 1, J),
-    the Gaussian width is *half* the centre spacing, and every row is divided by its
-    sum so the bumps sum to one at each t. (The paper's Eq. 63 calls w "the spacing
-    between centres"; the code's half-spacing is used here.) Built in float64 numpy and
-    returned as float32.
+    the Gaussian width is ``relative_width`` times the centre spacing, and every row is
+    divided by its sum so the bumps sum to one at each t. The default 0.5 is the code's
+    half spacing; the paper's Eq. 63 calls w "the spacing between centres" (1.0). Built
+    in float64 numpy and returned as float32.
 
     Args:
       num_steps: T, the trajectory length (>= 1).
       num_basis: J, the number of bumps (>= 2, so that the centre spacing is defined).
+      relative_width: w / (centre spacing), > 0.
 
     Returns:
       (T, J) array; row t-1 holds g_1..g_J at the paper's time t (t = 1..T).
@@ -38,9 +39,11 @@ def bump_basis(num_steps: int, num_basis: int) -> jnp.ndarray:
             f"bump_basis: num_basis must be >= 2 (the bump width is half the spacing between "
             f"neighbouring centres, which needs at least two centres), got {num_basis}."
         )
+    if not relative_width > 0:
+        raise ValueError(f"bump_basis: relative_width must be > 0, got {relative_width}.")
     xx = np.linspace(-1.0, 1.0, num_steps)
     centers = np.linspace(-1.0, 1.0, num_basis)
-    width = (centers[1] - centers[0]) / 2.0
+    width = (centers[1] - centers[0]) * relative_width
     bumps = np.exp(-((xx[:, None] - centers[None, :]) ** 2) / (2.0 * width**2))
     bumps /= bumps.sum(axis=1, keepdims=True)
     return jnp.asarray(bumps, dtype=jnp.float32)

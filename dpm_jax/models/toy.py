@@ -7,6 +7,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dpm_jax.models.temporal import bump_basis
+
 
 class NormalizedRBFNetwork(nn.Module):
     """The Swiss roll reverse model (App. D.1.1): a normalised radial-basis-function network.
@@ -52,8 +54,14 @@ class HeartbeatMLP(nn.Module):
     """The binary heartbeat reverse model (App. D.1.2): an MLP with sigmoid units.
 
     ``num_layers`` hidden layers of ``num_hidden`` sigmoid units shared across
-    time, then a separate linear readout per time step t = 1..T giving one
-    logit perturbation per bit (the caller turns it into Bernoulli rates).
+    time, then a linear readout for each time step t = 1..T giving one logit
+    perturbation per bit (the caller turns it into Bernoulli rates).
+
+    ``readout_basis = 0``: every step's readout is free (App. D.1.2 as written).
+    ``readout_basis = J > 0``: step t's readout weights are sum_j g_j(t) W_j over
+    J normalised Gaussian bumps in time with the width of Eq. 63 (the device the
+    paper uses for its image models, Eqs. 62-63), so neighbouring steps share
+    what they learn.
 
     Call: ``apply(params, x_t, t)`` with x_t (N, D) and t (N,) ints in 1..T; returns (N, D).
     """
@@ -61,6 +69,7 @@ class HeartbeatMLP(nn.Module):
     num_steps: int
     num_hidden: int = 50
     num_layers: int = 3
+    readout_basis: int = 0
 
     @nn.compact
     def __call__(self, x_t: jax.Array, t: jax.Array) -> jax.Array:
@@ -70,9 +79,12 @@ class HeartbeatMLP(nn.Module):
         h = x_t
         for _ in range(self.num_layers):
             h = jax.nn.sigmoid(nn.Dense(self.num_hidden)(h))
-        kernel = self.param(
-            "readout_kernel", nn.initializers.zeros, (self.num_steps, self.num_hidden, dim)
-        )
-        bias = self.param("readout_bias", nn.initializers.zeros, (self.num_steps, dim))
-        index = t - 1
-        return jnp.einsum("nh,nhd->nd", h, kernel[index]) + bias[index]
+        rows = self.readout_basis or self.num_steps
+        kernel = self.param("readout_kernel", nn.initializers.zeros, (rows, self.num_hidden, dim))
+        bias = self.param("readout_bias", nn.initializers.zeros, (rows, dim))
+        if not self.readout_basis:
+            index = t - 1
+            return jnp.einsum("nh,nhd->nd", h, kernel[index]) + bias[index]
+        g = bump_basis(self.num_steps, self.readout_basis, relative_width=1.0)[t - 1]  # (N, J)
+        per_bump = jnp.einsum("nh,jhd->njd", h, kernel) + bias  # (N, J, D)
+        return jnp.einsum("nj,njd->nd", g, per_bump)

@@ -1,0 +1,237 @@
+"""Faults lose nothing: SIGKILL at many points (also mid checkpoint write), SIGTERM, non-finite
+steps, and the same seed giving the same results."""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from dpm_jax import training
+from experiments import common
+from experiments import swiss_roll as sr
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = dataclasses.replace(
+    sr.PRESETS["small"],
+    train_steps=120,
+    checkpoint_every=40,
+    log_every=20,
+    num_test=200,
+    num_figure_samples=100,
+)
+FAST_ARGS = [
+    "--preset",
+    "small",
+    "--config.train_steps=120",
+    "--config.checkpoint_every=40",
+    "--config.log_every=20",
+    "--config.num_test=200",
+    "--config.num_figure_samples=100",
+]
+
+# The Swiss roll experiment in a child process that kills itself: with SIGKILL when it asks
+# for batch KILL_AT, or right after starting the (asynchronous) write of checkpoint
+# KILL_ON_SAVE, or with SIGTERM when it asks for batch TERM_AT.
+CHILD = """
+import os, signal, sys
+import orbax.checkpoint as ocp
+from dpm_jax import training
+from experiments import swiss_roll
+
+env = {k: int(os.environ[k]) for k in ("KILL_AT", "KILL_ON_SAVE", "TERM_AT") if k in os.environ}
+original_fit, original_save = training.fit, ocp.CheckpointManager.save
+
+def fit(**kwargs):
+    batch_fn = kwargs["batch_fn"]
+    def faulty_batch_fn(step):
+        if step == env.get("KILL_AT"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        if step == env.get("TERM_AT"):
+            os.kill(os.getpid(), signal.SIGTERM)
+        return batch_fn(step)
+    kwargs["batch_fn"] = faulty_batch_fn
+    return original_fit(**kwargs)
+
+def save(self, step, *args, **kwargs):
+    out = original_save(self, step, *args, **kwargs)
+    if step == env.get("KILL_ON_SAVE"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return out
+
+training.fit = fit
+ocp.CheckpointManager.save = save
+swiss_roll.main(sys.argv[1:])
+"""
+
+
+def _run_child(workdir: Path, **faults) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), **{k: str(v) for k, v in faults.items()}}
+    return subprocess.run(
+        [sys.executable, "-c", CHILD, "--workdir", str(workdir)] + FAST_ARGS,
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _final_state(workdir: Path, config: sr.Config) -> training.TrainState:
+    keys = common.experiment_keys(config.seed)
+    tx = sr.make_optimizer(config)
+    template = training.create_train_state(sr.init_params(config, keys["init"]), tx, keys["train"])
+    return training.restore_latest(training.checkpoint_manager(workdir), template)
+
+
+def _assert_same_state(a: training.TrainState, b: training.TrainState) -> None:
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+# Kill points, in the order one run suffers them: before the first step, mid-interval, just
+# before and during a checkpoint write, and during the final write.
+KILL_POINTS = (
+    {"KILL_AT": 0},
+    {"KILL_AT": 17},
+    {"KILL_ON_SAVE": 40},
+    {"KILL_AT": 79},
+    {"KILL_ON_SAVE": 80},
+    {"KILL_AT": 101},
+    {"KILL_ON_SAVE": 120},
+)
+
+
+def test_sigkill_at_many_points_then_resume_gives_the_uninterrupted_parameters(tmp_path):
+    """One run killed seven times (three of them while a checkpoint was being written)
+    resumes every time and ends bitwise equal to an uninterrupted run."""
+    straight = tmp_path / "straight"
+    sr.run(FAST, straight)
+    killed = tmp_path / "killed"
+    survived = 0
+    for fault in KILL_POINTS:
+        proc = _run_child(killed, **fault)
+        assert proc.returncode == -signal.SIGKILL, (fault, proc.stderr[-2000:])
+        # Every checkpoint orbax lists is complete and restorable.
+        manager = training.checkpoint_manager(killed)
+        for step in manager.all_steps():
+            assert _restore_step(manager, step) == step
+        manager.close()
+        survived += 1
+    assert not (killed / "results.json").exists()
+    sr.main(["--workdir", str(killed)] + FAST_ARGS)  # the eighth start runs to the end
+    assert survived == len(KILL_POINTS)
+    _assert_same_state(_final_state(straight, FAST), _final_state(killed, FAST))
+    a = json.loads((straight / "results.json").read_text())
+    b = json.loads((killed / "results.json").read_text())
+    assert a["K"] == b["K"]
+
+
+def _restore_step(manager, step: int) -> int:
+    keys = common.experiment_keys(FAST.seed)
+    tx = sr.make_optimizer(FAST)
+    template = training.create_train_state(sr.init_params(FAST, keys["init"]), tx, keys["train"])
+    abstract = jax.tree_util.tree_map(training.ocp.utils.to_shape_dtype_struct, template)
+    state = manager.restore(step, args=training.ocp.args.StandardRestore(abstract))
+    return int(state.step)
+
+
+def test_sigterm_saves_a_checkpoint_and_the_resumed_run_matches(tmp_path):
+    straight = tmp_path / "straight"
+    sr.run(FAST, straight)
+    stopped = tmp_path / "stopped"
+    proc = _run_child(stopped, TERM_AT=57)
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    assert "SIGTERM" in proc.stderr and "resume" in proc.stderr
+    # The step in flight when the signal came finishes and is checkpointed.
+    manager = training.checkpoint_manager(stopped)
+    assert manager.latest_step() == 58
+    manager.close()
+    sr.main(["--workdir", str(stopped)] + FAST_ARGS)
+    _assert_same_state(_final_state(straight, FAST), _final_state(stopped, FAST))
+
+
+def test_same_seed_and_config_give_the_same_results_json(tmp_path):
+    a = sr.run(FAST, tmp_path / "a")
+    b = sr.run(FAST, tmp_path / "b")
+    varying = {"wall_seconds"}
+    assert {k: v for k, v in a.items() if k not in varying} == {
+        k: v for k, v in b.items() if k not in varying
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Non-finite steps.
+
+
+def _fit(tmp_path, loss_fn, batch_fn, tx, **kwargs):
+    state = training.create_train_state({"w": jnp.ones(())}, tx, jax.random.PRNGKey(0))
+    return training.fit(
+        workdir=tmp_path,
+        state=state,
+        train_step=training.make_train_step(loss_fn, tx),
+        batch_fn=batch_fn,
+        **kwargs,
+    )
+
+
+def test_non_finite_steps_are_skipped_and_counted(tmp_path):
+    bad = {3, 4, 8}  # 0-based steps with a NaN batch
+    lr = 0.1
+    state = _fit(
+        tmp_path,
+        lambda params, batch, key: (batch * params["w"] ** 2, {}),
+        lambda step: jnp.float32(jnp.nan if step in bad else 1.0),
+        optax.sgd(lr),
+        num_steps=10,
+        checkpoint_every=5,
+        log_every=1,
+    )
+    # Each good step multiplies w by (1 - 2 lr); skipped steps leave it alone.
+    np.testing.assert_allclose(float(state.params["w"]), (1 - 2 * lr) ** (10 - len(bad)), 1e-6)
+    assert int(state.skipped) == 3 and int(state.skipped_in_a_row) == 0
+    lines = [json.loads(x) for x in (tmp_path / training.METRICS_FILE).read_text().splitlines()]
+    assert [int(r["skipped_steps"]) for r in lines] == [0, 0, 0, 1, 2, 2, 2, 2, 3, 3]
+    assert [int(r["skipped_in_a_row"]) for r in lines] == [0, 0, 0, 1, 2, 0, 0, 0, 1, 0]
+
+
+def test_a_gradient_that_is_infinite_with_a_finite_loss_is_skipped(tmp_path):
+    state = _fit(
+        tmp_path,
+        lambda params, batch, key: (jnp.sqrt(jnp.abs(params["w"] - batch)), {}),
+        lambda step: jnp.float32(1.0 if step == 0 else 5.0),  # w == batch at step 0
+        optax.sgd(0.1),
+        num_steps=3,
+        checkpoint_every=3,
+        log_every=3,
+    )
+    assert int(state.skipped) == 1 and np.isfinite(float(state.params["w"]))
+
+
+def test_too_many_skips_in_a_row_stop_the_run_with_its_checkpoint_intact(tmp_path):
+    with pytest.raises(FloatingPointError, match="non-finite") as info:
+        _fit(
+            tmp_path,
+            lambda params, batch, key: (jnp.where(batch > 3, jnp.nan, params["w"] ** 2), {}),
+            lambda step: jnp.asarray(step, jnp.float32),  # NaN from the 5th step on
+            optax.adam(0.1),
+            num_steps=50,
+            checkpoint_every=2,
+            log_every=1,
+            max_skipped_in_a_row=3,
+        )
+    assert "step 7" in str(info.value) and "intact" in str(info.value)
+    template = training.create_train_state(
+        {"w": jnp.ones(())}, optax.adam(0.1), jax.random.PRNGKey(0)
+    )
+    restored = training.restore_latest(training.checkpoint_manager(tmp_path), template)
+    assert int(restored.step) == 6 and int(restored.skipped) == 2
+    assert np.isfinite(float(restored.params["w"]))
