@@ -1,7 +1,9 @@
-"""What the 8-bit image experiments (MNIST, CIFAR-10) share: config, loss, exact test bound.
+"""What the 8-bit image experiments share: config, loss, exact test bound, the run.
 
 Not an experiment itself: ``experiments.mnist`` and ``experiments.cifar10`` set the
-dataset and sizes and call :func:`run`. Pipeline (App. D.2, Sec. 3.2):
+dataset and sizes and call :func:`run`; experiments with their own 8-bit data (dead
+leaves, bark) also define ``load_split(config, split)`` and ``Config.image_shape``.
+Pipeline (App. D.2, Sec. 3.2):
 
   uint8 pixels --dequantise (pixel + u) / 256--> x in [0, 1) --z = x*scale + shift--> z
   (unit variance over the training set) --Gaussian diffusion, T steps--> bound K
@@ -74,11 +76,16 @@ class ImageConfig:
     max_skipped_in_a_row: int = 20
     num_samples: int = 36
 
-    def __post_init__(self):
+    def image_shape(self) -> tuple[int, int, int]:
+        """(height, width, channels) of one image; experiments with other data override it."""
         if self.dataset not in images.IMAGE_SHAPES:
             raise ValueError(
                 f"dataset must be one of {sorted(images.IMAGE_SHAPES)}, got {self.dataset!r}."
             )
+        return images.IMAGE_SHAPES[self.dataset]
+
+    def __post_init__(self):
+        height, width, _ = self.image_shape()
         if self.diffusion_steps < 2:
             raise ValueError(f"diffusion_steps (T) must be >= 2, got {self.diffusion_steps}.")
         if not 0.0 < self.step1_beta < 1.0:
@@ -107,7 +114,6 @@ class ImageConfig:
                 "with conv_layers=0 the dense pathway is the whole network: set dense_hidden > 0 "
                 "and dense_layers > 0."
             )
-        height, width, _ = images.IMAGE_SHAPES[self.dataset]
         images.check_image_size(height, width, self.num_scales)
 
 
@@ -123,7 +129,7 @@ MUTABLE_KEYS = (
 
 
 def image_shape(config: ImageConfig) -> tuple[int, int, int]:
-    return images.IMAGE_SHAPES[config.dataset]
+    return config.image_shape()
 
 
 def network(config: ImageConfig) -> multiscale.MultiScaleConvNet:
@@ -207,6 +213,7 @@ def make_optimizer(config: ImageConfig) -> optax.GradientTransformation:
 
 
 def load_split(config: ImageConfig, split: str):
+    """TFDS split ``"train"`` or ``"test"`` of ``config.dataset`` (uint8 images)."""
     return images.load_image_source(config.dataset, split, config.data_dir or None)
 
 
@@ -326,8 +333,9 @@ def run(module, config: ImageConfig, workdir: Path, eval_only: bool = False) -> 
     training.check_run_compatible(
         workdir, module.EXPERIMENT, training.config_to_dict(config), MUTABLE_KEYS
     )
-    train_source = load_split(config, "train")
-    test_source = load_split(config, "test")
+    loader = getattr(module, "load_split", load_split)  # experiments with their own data
+    train_source = loader(config, "train")
+    test_source = loader(config, "test")
     scaling = scaling_for_run(config, workdir, train_source, eval_only)
     keys = common.experiment_keys(config.seed)
     tx = make_optimizer(config)

@@ -139,3 +139,19 @@ def test_learning_rate_follows_the_released_schedule():
     np.testing.assert_allclose(schedule(500), 1e-3 * factor, rtol=1e-6)
     np.testing.assert_allclose(schedule(500 * 500), 1e-3 * factor**500, rtol=1e-4)
     np.testing.assert_allclose(schedule(500 * 2000), 1e-4, rtol=1e-6)  # the floor
+
+
+def test_dead_leaves_small_preset_end_to_end(tmp_path):
+    from experiments import dead_leaves
+
+    config = dataclasses.replace(dead_leaves.PRESETS["small"], train_steps=4, checkpoint_every=2)
+    results = dead_leaves.run(config, tmp_path)
+    assert results["num_test_examples"] == config.num_test_images
+    assert np.isfinite(results["K"]) and np.isfinite(results["nll_bits_per_dim_8bit"])
+    assert results["num_parameters"] > 0 and (tmp_path / results["figures"][0]).exists()
+    # The generated data are a function of the seed: the same test set on every call.
+    a = dead_leaves.load_split(config, "test")
+    b = dead_leaves.load_split(config, "test")
+    np.testing.assert_array_equal(a.pixels, b.pixels)
+    train = dead_leaves.load_split(config, "train")
+    assert not any(np.array_equal(t, x) for t in a.pixels[:5] for x in train.pixels)

@@ -1,5 +1,20 @@
-"""Data: toy generators, and TFDS images (MNIST, CIFAR-10) read without TensorFlow."""
+"""Data: toy generators, TFDS images (MNIST, CIFAR-10) read without TensorFlow, dead leaves
+and the UIUC bark textures."""
 
+from dpm_jax.data.bark import (
+    BARK_CLASSES,
+    find_bark_files,
+    grid_patches,
+    grid_positions,
+    load_bark_images,
+    load_bark_split,
+    load_grey,
+    random_patches,
+    split_bark_files,
+)
+from dpm_jax.data.dead_leaves import DeadLeavesConfig, sample_radii
+from dpm_jax.data.dead_leaves import generate as generate_dead_leaves
+from dpm_jax.data.dead_leaves import train_test as dead_leaves_train_test
 from dpm_jax.data.heartbeat import Heartbeat
 from dpm_jax.data.images import (
     IMAGE_SHAPES,
@@ -25,23 +40,36 @@ from dpm_jax.data.images import (
 from dpm_jax.data.swiss_roll import SwissRoll
 
 __all__ = [
+    "BARK_CLASSES",
     "IMAGE_SHAPES",
     "DatasetNotPrepared",
+    "DeadLeavesConfig",
     "Heartbeat",
     "ImageScaling",
     "SwissRoll",
     "bits_per_dim_8bit",
     "check_image_size",
     "check_pixels",
+    "dead_leaves_train_test",
     "dequantize",
     "epoch_permutation",
     "eval_batches",
+    "find_bark_files",
     "fit_scaling",
     "gather_images",
+    "generate_dead_leaves",
+    "grid_patches",
+    "grid_positions",
+    "load_bark_images",
+    "load_bark_split",
+    "load_grey",
     "load_image_source",
     "num_eval_batches",
     "pixel_moments",
     "preprocess",
+    "random_patches",
+    "sample_radii",
+    "split_bark_files",
     "steps_per_epoch",
     "train_batch",
     "train_batch_indices",

@@ -428,3 +428,37 @@ def check_image_size(height: int, width: int, num_scales: int) -> None:
             f"must be divisible by {factor}; got {height}x{width}. Use num_scales <= {twos} for "
             f"this size, or pad/crop the images to a multiple of {factor}."
         )
+
+
+class ArraySource:
+    """An in-memory data source over uint8 images (N, H, W, C), for generated data sets.
+
+    Serves ``{"image": images[i]}`` like a TFDS data source, so the batching functions
+    above work unchanged.
+    """
+
+    def __init__(self, pixels: np.ndarray):
+        pixels = np.asarray(pixels)
+        if pixels.dtype != np.uint8 or pixels.ndim != 4:
+            raise ValueError(
+                f"ArraySource needs uint8 images (N, H, W, C); got dtype {pixels.dtype} and "
+                f"shape {pixels.shape}. Quantise with images.to_uint8 first."
+            )
+        self.pixels = pixels
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        return {"image": self.pixels[i]}
+
+    def __getitems__(self, keys) -> list[dict[str, np.ndarray]]:
+        return [{"image": self.pixels[k]} for k in keys]
+
+
+def to_uint8(values: np.ndarray) -> np.ndarray:
+    """Quantises values in [0, 1] to 8-bit levels floor(256 v), clipped to {0, ..., 255}."""
+    values = np.asarray(values)
+    if not np.all(np.isfinite(values)) or values.min() < 0 or values.max() > 1:
+        raise ValueError("to_uint8 expects finite values in [0, 1].")
+    return np.minimum(np.floor(values * NUM_PIXEL_VALUES), NUM_PIXEL_VALUES - 1).astype(np.uint8)
