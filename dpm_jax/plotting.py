@@ -123,3 +123,35 @@ def image_grid(path: Path, images: np.ndarray, title: str | None = None) -> None
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def image_rows(path: Path, rows: list[tuple[str, np.ndarray]], title: str | None = None) -> None:
+    """Figs. 3 and 5 style: labelled rows of images (each (N, H, W, C), values in [0, 1]).
+
+    Row i shows its N images left to right under its label; values are clipped to [0, 1].
+    """
+    if not rows:
+        raise ValueError("image_rows needs at least one row.")
+    cols = max(len(images) for _, images in rows)
+    fig, axes = plt.subplots(
+        len(rows), cols, figsize=(1.2 * cols + 0.5, 1.35 * len(rows) + 0.5), squeeze=False
+    )
+    for r, (label, images) in enumerate(rows):
+        images = np.clip(np.asarray(images, np.float64), 0.0, 1.0)
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.set_axis_off()
+            if c >= len(images):
+                continue
+            image = images[c]
+            if image.shape[-1] == 1:
+                ax.imshow(image[..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+            else:
+                ax.imshow(image, interpolation="nearest")
+        axes[r, 0].set_title(label, loc="left", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -58,14 +58,16 @@ class TrainState:
 
 
 def create_train_state(params, tx: optax.GradientTransformation, rng: jax.Array) -> TrainState:
-    zero = jnp.array(0, jnp.int32)
+    def zero():  # one buffer per field: the train step donates them
+        return jnp.array(0, jnp.int32)
+
     return TrainState(
-        step=zero,
+        step=zero(),
         params=params,
         opt_state=tx.init(params),
         rng=rng,
-        skipped=zero,
-        skipped_in_a_row=zero,
+        skipped=zero(),
+        skipped_in_a_row=zero(),
     )
 
 

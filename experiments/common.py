@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -67,6 +69,11 @@ def parse_command_line(
     parser.add_argument(
         "--eval_only", action="store_true", help="evaluate the latest checkpoint in --workdir"
     )
+    parser.add_argument(
+        "--figures",
+        action="store_true",
+        help="only redraw the figures from the latest checkpoint in --workdir (image experiments)",
+    )
     group = parser.add_argument_group("config (override with --config.KEY=VALUE)")
     for field in dataclasses.fields(config_cls):
         default = getattr(base, field.name)
@@ -118,8 +125,21 @@ def main(module, argv: list[str] | None = None) -> None:
         argv,
         description=module.__doc__.splitlines()[0],
     )
+    if args.figures:
+        if not hasattr(module, "figures"):
+            fail(f"--figures is not available for {module.EXPERIMENT}; use --eval_only.")
+        try:
+            paths = module.figures(config, args.workdir)
+        except (RuntimeError, FileNotFoundError, ValueError) as e:
+            fail(str(e))
+        print("\n".join(f"wrote {p}" for p in paths))
+        return
     try:
         results = module.run(config, args.workdir, eval_only=args.eval_only)
+        command = " ".join(["python -m experiments." + module.EXPERIMENT, *(argv or sys.argv[1:])])
+        training.write_json_atomic(
+            Path(args.workdir) / "results.json", {**results, "command": command}
+        )
     except training.TrainingInterrupted as e:
         print(str(e), file=sys.stderr)
         raise SystemExit(143) from None  # 128 + SIGTERM, what schedulers expect
@@ -176,6 +196,15 @@ def require(config, names, minimum, strict: bool = False) -> None:
             raise ValueError(f"{name} must be {bound}, got {value}.")
 
 
+def hardware() -> str:
+    """The machine in words: CPU count and the JAX devices."""
+    kinds = sorted({d.device_kind for d in jax.devices()})
+    return (
+        f"{platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"{jax.device_count()} x {'/'.join(kinds)} ({jax.default_backend()})"
+    )
+
+
 def write_results(
     module,
     config,
@@ -199,6 +228,7 @@ def write_results(
         train_steps=int(state.step),
         wall_seconds=time.time() - start_time,
         wall_seconds_kind="this invocation (training resumed from a checkpoint counts only its part)",
+        hardware=hardware(),
         figures=[str(Path(f).relative_to(workdir)) for f in figures],
         config=training.config_to_dict(config),
     )

@@ -29,7 +29,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from dpm_jax import gaussian, likelihood, plotting, schedules, training
+from dpm_jax import conditioning, gaussian, likelihood, parzen, plotting, schedules, training
 from dpm_jax.data import images
 from dpm_jax.models import multiscale
 from experiments import common
@@ -75,6 +75,9 @@ class ImageConfig:
     log_every: int = 500
     max_skipped_in_a_row: int = 20
     num_samples: int = 36
+    num_posterior_examples: int = 8
+    parzen_samples: int = 0  # > 0: Parzen-window estimate (Table 2) from this many samples
+    parzen_validation: int = 1_000
 
     def image_shape(self) -> tuple[int, int, int]:
         """(height, width, channels) of one image; experiments with other data override it."""
@@ -105,6 +108,8 @@ class ImageConfig:
             1,
         )
         common.require(self, ("num_temporal_basis",), 2)
+        common.require(self, ("num_posterior_examples", "parzen_validation"), 1)
+        common.require(self, ("parzen_samples",), 0)
         common.require(self, ("conv_features",), 1)
         nonnegative = ("conv_layers", "dense_hidden", "dense_layers", "train_steps", "num_test")
         common.require(self, nonnegative, 0)
@@ -125,6 +130,9 @@ MUTABLE_KEYS = (
     "num_test",
     "eval_batch_size",
     "num_samples",
+    "num_posterior_examples",
+    "parzen_samples",
+    "parzen_validation",
 )
 
 
@@ -313,13 +321,89 @@ class _Prefix:
         return getitems(keys) if getitems else [self.source[k] for k in keys]
 
 
-def sample_grid(config: ImageConfig, params, scaling, key, path: Path) -> None:
-    """App. Fig. 1: ``num_samples`` samples from the model, in [0, 1] pixel units."""
+def _sampler(config: ImageConfig, params, count: int):
+    """Jitted ``key -> count`` model samples x^(0) in model units (N, H, W, C)."""
     sched = schedule(config)
     fn = reverse_fn_from_params(config, params, sched)
-    shape = (config.num_samples, *image_shape(config))
-    z = jax.jit(lambda k: gaussian.sample(sched, fn, k, shape))(key)
+    shape = (count, *image_shape(config))
+    return jax.jit(lambda k: gaussian.sample(sched, fn, k, shape))
+
+
+def sample_grid(config: ImageConfig, params, scaling, key, path: Path) -> None:
+    """App. Fig. 1: ``num_samples`` samples from the model, in [0, 1] pixel units."""
+    z = _sampler(config, params, config.num_samples)(key)
     plotting.image_grid(path, np.asarray(scaling.invert(z)), title=f"{config.dataset} samples")
+
+
+def posterior_figure(config: ImageConfig, params, scaling, test_source, key, path: Path) -> None:
+    """Figs. 3 and 5: denoising at SNR 1 and inpainting of a central square, on test images.
+
+    Rows: holdout images; observed with unit-variance Gaussian noise (SNR 1 on unit-variance
+    data); denoised by the paper's factor method (Fig. 3, approximate); denoised exactly
+    (``conditioning.denoise_exact``); the central square (half the side) hidden; inpainted
+    (Fig. 5). All shown in [0, 1] pixel units.
+    """
+    n = min(config.num_posterior_examples, len(test_source))
+    pixels = images.gather_images(test_source, np.arange(n))
+    keys = jax.random.split(key, 5)
+    x0 = images.preprocess(pixels, keys[0], scaling)
+    y = x0 + jax.random.normal(keys[1], x0.shape)
+    sched = schedule(config)
+    fn = reverse_fn_from_params(config, params, sched)
+    height, width, _ = image_shape(config)
+    rows, cols = np.arange(height)[:, None], np.arange(width)[None, :]
+    hidden = (np.abs(rows - (height - 1) / 2) < height / 4) & (
+        np.abs(cols - (width - 1) / 2) < width / 4
+    )
+    known = jnp.broadcast_to(jnp.asarray(~hidden)[None, :, :, None], x0.shape)
+    paper = jax.jit(lambda k: conditioning.denoise(sched, fn, k, y, 1.0))(keys[2])
+    exact = jax.jit(lambda k: conditioning.denoise_exact(sched, fn, k, y, 1.0))(keys[3])
+    filled = jax.jit(lambda k: conditioning.inpaint(sched, fn, k, x0, known))(keys[4])
+    show = lambda z: np.asarray(scaling.invert(z))  # noqa: E731
+    plotting.image_rows(
+        path,
+        [
+            ("holdout", show(x0)),
+            ("observed, SNR 1", show(y)),
+            ("denoised, paper's factor method (Fig. 3)", show(paper)),
+            ("denoised, exact (start at the matched noise level)", show(exact)),
+            ("central square hidden", show(jnp.where(known, x0, scaling.apply(0.5)))),
+            ("inpainted (Fig. 5)", show(filled)),
+        ],
+        title=f"{config.dataset}: posterior sampling",
+    )
+
+
+def parzen_results(config: ImageConfig, params, scaling, train_source, test_source, key) -> dict:
+    """Table 2's Parzen-window estimate (Goodfellow et al. 2014) in [0, 1] pixel units.
+
+    ``parzen_samples`` model samples; the bandwidth chosen on the last ``parzen_validation``
+    training images; the test set scored. The "perfect model" row uses as many training
+    images as samples. Pixels are p/255 for data and clip(x, 0, 1) for samples.
+    """
+    count = config.parzen_samples
+    chunk = min(count, 500)
+    sampler = _sampler(config, params, chunk)
+    parts = [np.asarray(sampler(jax.random.fold_in(key, i))) for i in range(-(-count // chunk))]
+    samples = np.clip(np.asarray(scaling.invert(np.concatenate(parts)[:count])), 0.0, 1.0)
+    n_train = len(train_source)
+    n_val = min(config.parzen_validation, n_train // 2)
+    validation = images.gather_images(train_source, np.arange(n_train - n_val, n_train)) / 255.0
+    test = images.gather_images(test_source, np.arange(len(test_source))) / 255.0
+    flat = lambda a: a.reshape(len(a), -1).astype(np.float32)  # noqa: E731
+    model = parzen.parzen_estimate(flat(samples), flat(validation), flat(test))
+    perfect_samples = images.gather_images(train_source, np.arange(min(count, n_train - n_val)))
+    perfect = parzen.parzen_estimate(flat(perfect_samples / 255.0), flat(validation), flat(test))
+    return {
+        "parzen_log_likelihood_bits": model["log_likelihood_bits"],
+        "parzen_log_likelihood_bits_stderr": model["stderr_bits"],
+        "parzen_sigma": model["sigma"],
+        "parzen_sigma_at_grid_edge": model["sigma_at_grid_edge"],
+        "parzen_perfect_model_bits": perfect["log_likelihood_bits"],
+        "parzen_perfect_model_bits_stderr": perfect["stderr_bits"],
+        "parzen_kind": model["kind"] + f"; {count} samples, bandwidth from the last {n_val} "
+        "training images (this run trained on them too), every test image scored",
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -360,8 +444,13 @@ def run(module, config: ImageConfig, workdir: Path, eval_only: bool = False) -> 
         max_skipped_in_a_row=config.max_skipped_in_a_row,
     )
     results = evaluate(config, state.params, scaling, test_source, keys["eval"])
-    figure = workdir / "figures" / f"{module.EXPERIMENT}_samples_step{int(state.step)}.png"
-    sample_grid(config, state.params, scaling, keys["figure"], figure)
+    figures = draw_figures(module, config, state, scaling, test_source, keys, workdir)
+    if config.parzen_samples:
+        results.update(
+            parzen_results(
+                config, state.params, scaling, train_source, test_source, keys["ceiling"]
+            )
+        )
     results["scaling"] = dataclasses.asdict(scaling)
     results["num_parameters"] = int(sum(p.size for p in jax.tree.leaves(state.params)))
     return common.write_results(
@@ -372,24 +461,61 @@ def run(module, config: ImageConfig, workdir: Path, eval_only: bool = False) -> 
         state=state,
         num_test=results["num_test_examples"],
         start_time=start_time,
-        figures=[figure],
+        figures=figures,
     )
+
+
+def figures(module, config: ImageConfig, workdir: Path) -> list[Path]:
+    """Redraws the figures from the latest checkpoint in ``workdir`` (no training or evaluation)."""
+    workdir = Path(workdir)
+    training.check_run_compatible(
+        workdir, module.EXPERIMENT, training.config_to_dict(config), MUTABLE_KEYS
+    )
+    keys = common.experiment_keys(config.seed)
+    tx = make_optimizer(config)
+    template = training.create_train_state(init_params(config, keys["init"]), tx, keys["train"])
+    state = None
+    if (workdir / training.CHECKPOINT_DIR).exists():
+        state = training.restore_latest(training.checkpoint_manager(workdir), template)
+    if state is None:
+        raise FileNotFoundError(f"no checkpoint in {workdir}; train first (drop --figures).")
+    scaling = scaling_for_run(config, workdir, None, eval_only=True)
+    test_source = getattr(module, "load_split", load_split)(config, "test")
+    return draw_figures(module, config, state, scaling, test_source, keys, workdir)
+
+
+def draw_figures(module, config, state, scaling, test_source, keys, workdir: Path) -> list[Path]:
+    """The sample grid (App. Fig. 1) and the posterior figure (Figs. 3, 5) of this checkpoint."""
+    step = int(state.step)
+    grid = Path(workdir) / "figures" / f"{module.EXPERIMENT}_samples_step{step}.png"
+    sample_grid(config, state.params, scaling, keys["figure"], grid)
+    posterior = Path(workdir) / "figures" / f"{module.EXPERIMENT}_posterior_step{step}.png"
+    key = jax.random.fold_in(keys["figure"], 1)
+    posterior_figure(config, state.params, scaling, test_source, key, posterior)
+    return [grid, posterior]
 
 
 def report(module, results: dict) -> str:
     r = results
     paper = module.PAPER
-    return "\n".join(
-        [
-            f"{r['experiment']}, T = {r['T']}, {r['train_steps']} training steps, "
-            f"{r['num_test_examples']} of {r['test_set_size']} test images, "
-            f"{r['num_parameters']:,} parameters",
-            f"  K (exact test bound)   = {r['K']:.3f} +- {r['K_stderr']:.3f} {module.UNITS}"
-            f"   [paper: {paper.get('K', 'n/a')}]",
-            f"  K - L_null             = {r['K_minus_L_null']:.3f} +- "
-            f"{r['K_minus_L_null_stderr']:.3f}   [paper: {paper.get('K_minus_L_null', 'n/a')}]",
-            f"  NLL, 8-bit scale       = {r['nll_bits_per_dim_8bit']:.3f} +- "
-            f"{r['nll_bits_per_dim_8bit_stderr']:.3f} bits/dim (upper bound)",
-            f"  wall time {r['wall_seconds']:.0f} s; samples: {r['figures'][0]}",
+    lines = [
+        f"{r['experiment']}, T = {r['T']}, {r['train_steps']} training steps, "
+        f"{r['num_test_examples']} of {r['test_set_size']} test images, "
+        f"{r['num_parameters']:,} parameters",
+        f"  K (exact test bound)   = {r['K']:.3f} +- {r['K_stderr']:.3f} {module.UNITS}"
+        f"   [paper: {paper.get('K', 'n/a')}]",
+        f"  K - L_null             = {r['K_minus_L_null']:.3f} +- "
+        f"{r['K_minus_L_null_stderr']:.3f}   [paper: {paper.get('K_minus_L_null', 'n/a')}]",
+        f"  NLL, 8-bit scale       = {r['nll_bits_per_dim_8bit']:.3f} +- "
+        f"{r['nll_bits_per_dim_8bit_stderr']:.3f} bits/dim (upper bound)",
+    ]
+    if "parzen_log_likelihood_bits" in r:
+        lines += [
+            f"  Parzen estimate        = {r['parzen_log_likelihood_bits']:.1f} +- "
+            f"{r['parzen_log_likelihood_bits_stderr']:.1f} bits per image (sigma "
+            f"{r['parzen_sigma']:.3f})   [paper: {paper.get('parzen_log_likelihood_bits', 'n/a')}]",
+            f"  Parzen, perfect model  = {r['parzen_perfect_model_bits']:.1f} +- "
+            f"{r['parzen_perfect_model_bits_stderr']:.1f} bits per image (training images)",
         ]
-    )
+    lines.append(f"  wall time {r['wall_seconds']:.0f} s; figures: {', '.join(r['figures'])}")
+    return "\n".join(lines)

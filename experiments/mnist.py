@@ -64,6 +64,10 @@ def run(config: Config, workdir: Path, eval_only: bool = False) -> dict:
     return image_experiment.run(sys.modules[__name__], config, workdir, eval_only)
 
 
+def figures(config: Config, workdir: Path) -> list[Path]:
+    return image_experiment.figures(sys.modules[__name__], config, workdir)
+
+
 def report(results: dict) -> str:
     return image_experiment.report(sys.modules[__name__], results)
 

@@ -422,6 +422,181 @@ def test_guided_gradient_is_evaluated_for_the_state_being_sampled():
 
 
 # ----------------------------------------------------------------------------------------------
+# Exact denoising: start the unconditioned chain at the matched step t*.
+
+# abar_10 = 1/2 = 1 / (1 + 1) exactly (SNR 1): beta_1 = 1e-4 (so Eq. 44's last step errs by
+# O(1e-4)), beta_2..10 equal, then ten more steps that the chain skips.
+_HIT_BETAS = np.concatenate(
+    [[1e-4], np.full(9, 1.0 - (0.5 / (1.0 - 1e-4)) ** (1 / 9)), np.linspace(0.1, 0.3, 10)]
+)
+HIT_SCHEDULE = schedules.from_betas(_HIT_BETAS)
+# 12 coarse steps: none has abar_t = 1/2; t* = 8 with abar_8 = 0.439, extra_var = 0.121.
+COARSE_SCHEDULE = schedules.from_betas(np.linspace(1e-4, 0.3, 12))
+
+
+def matched_chain_moments(schedule, y, noise_var):
+    """chain_moments of denoise_exact's chain: x^(t*) ~ N(sqrt(abar_t*) y, extra_var), then the
+    exact kernel for t = t*..2 and Eq. 44 (the first t* betas define those steps)."""
+    t_star, extra = (float(v) for v in c.matched_step(schedule, noise_var))
+    t_star = int(t_star)
+    ab = float(schedule.alphas_cumprod[t_star - 1])
+    head = schedules.from_betas(np.asarray(schedule.betas)[:t_star])
+    start = (np.sqrt(ab) * y, extra)
+    return chain_moments(head, MU0, VAR0, start), t_star, ab, extra
+
+
+def noisier_posterior(mu0, var0, y, noise_var, ab, extra):
+    """Law of x^(0) given y when x^(0) ~ p(x^(0) | y'), y' = y + sqrt(extra / ab) eps'.
+
+    y' observes x^(0) with noise variance nv' = noise_var + extra / ab = (1 - ab) / ab; its
+    posterior is N(v (mu0/var0 + y'/nv'), v), v = 1 / (1/var0 + 1/nv'), and averaging over
+    eps' adds (v / nv')^2 extra / ab to the variance.
+    """
+    nv_eff = noise_var + extra / ab
+    np.testing.assert_allclose(nv_eff, (1.0 - ab) / ab, rtol=1e-5)
+    mean, var = true_posterior(mu0, var0, y, nv_eff)
+    return mean, var + (var / nv_eff) ** 2 * extra / ab
+
+
+def test_matched_step_is_the_first_step_at_least_as_noisy_as_the_observation():
+    """t* and extra_var against a float64 search; a schedule built to hit the level hits it."""
+    betas = np.asarray(SCHEDULE.betas, np.float64)
+    ab = np.cumprod(1.0 - betas)
+    for nv in (1.0, 0.5, 0.3, 0.01, 100.0):
+        t_star, extra = c.matched_step(SCHEDULE, nv)
+        want = int(np.argmax(ab <= 1.0 / (1.0 + nv))) + 1
+        assert int(t_star) == want and ab[want - 2] > 1.0 / (1.0 + nv)
+        np.testing.assert_allclose(float(extra), 1.0 - ab[want - 1] * (1.0 + nv), atol=1e-5)
+        assert float(extra) > 0.0
+    # float32 gives abar_10 = 0.49999997 here: within MATCH_RTOL, an exact hit.
+    t_star, extra = c.matched_step(HIT_SCHEDULE, 1.0)
+    assert int(t_star) == 10 and float(extra) == 0.0
+    assert [int(c.matched_step(COARSE_SCHEDULE, 1.0)[0])] == [8]
+
+
+def test_denoise_exact_samples_the_true_posterior_when_a_step_matches_the_noise():
+    """abar_10 = 1 / (1 + noise_var): x^(10) = sqrt(1/2) y has the forward law given x^(0).
+
+    N = 20000 samples, exact reverse kernel, data N(MU0, VAR0), noise_var = 1 (SNR 1 in
+    dimension 0). The true posterior p(x^(0) | y) has means (0.750, 0.007, 0.385) and
+    variances (0.500, 0.329, 0.692); measured (key 12): means (0.745, 0.008, 0.390), variances
+    (0.502, 0.328, 0.692), i.e. -1.1, 0.3, 0.9 standard errors in the mean and 0.5, -0.3, 0.0
+    in the variance. The chain's closed form differs from the posterior only by Eq. 44's last
+    step, 1.0e-4. Compare the paper's factor method: 0.24 too high in the mean (MEASURED).
+    """
+    (mean, var), t_star, ab, extra = matched_chain_moments(HIT_SCHEDULE, Y, 1.0)
+    assert t_star == 10 and extra == 0.0
+    post_mean, post_var = true_posterior(MU0, VAR0, Y, 1.0)
+    gap = max(np.max(np.abs(mean - post_mean)), np.max(np.abs(var - post_var)))
+    assert gap < 2e-4  # the chain's own closed form is the posterior, up to Eq. 44
+    x0 = c.denoise_exact(
+        HIT_SCHEDULE,
+        exact_reverse_fn(HIT_SCHEDULE, MU0, VAR0),
+        jax.random.PRNGKey(12),
+        _y_batch(),
+        1.0,
+    )
+    assert_moments(x0, post_mean, post_var, extra=gap)
+
+
+def test_denoise_exact_conditions_on_a_noisier_observation_when_no_step_matches():
+    """No step has abar_t = 1/2: t* = 8, abar_8 = 0.4394, extra_var = 0.1212, so the chain
+    samples p(x^(0) | y'), y' = y + sqrt(0.276) eps' (noise variance 1.276 instead of 1).
+
+    Closed form given y (noisier_posterior): means (0.659, 0.084, 0.276), variances (0.614,
+    0.375, 0.927); measured (key 13): means (0.652, 0.087, 0.285), variances (0.622, 0.375,
+    0.928), within 1.3 standard errors. The true p(x^(0) | y), means (0.750, 0.007, 0.385), is
+    rejected by 17-20 standard errors in every dimension: the added noise is a real loss.
+    """
+    (mean, var), t_star, ab, extra = matched_chain_moments(COARSE_SCHEDULE, Y, 1.0)
+    assert t_star == 8 and 0.1 < extra < 0.15
+    want_mean, want_var = noisier_posterior(MU0, VAR0, Y, 1.0, ab, extra)
+    gap = max(np.max(np.abs(mean - want_mean)), np.max(np.abs(var - want_var)))
+    assert gap < 2e-4
+    x0 = np.asarray(
+        c.denoise_exact(
+            COARSE_SCHEDULE,
+            exact_reverse_fn(COARSE_SCHEDULE, MU0, VAR0),
+            jax.random.PRNGKey(13),
+            _y_batch(),
+            1.0,
+        )
+    )
+    assert_moments(x0, want_mean, want_var, extra=gap)
+    post_mean, post_var = true_posterior(MU0, VAR0, Y, 1.0)
+    assert np.all(np.abs(x0.mean(0) - post_mean) > 10 * np.sqrt(post_var / N))
+
+
+def test_denoise_exact_response_to_the_observation_is_exact():
+    """No Monte Carlo error: for one key x^(0)(y1) - x^(0)(y2) is deterministic and equals
+    the difference of the closed-form means (pins the sqrt(abar_t*) scaling and t*)."""
+    fn = exact_reverse_fn(COARSE_SCHEDULE, MU0, VAR0)
+    y1, y2 = Y, np.array([-0.5, 0.7, 2.0])
+
+    def run(y):
+        yb = jnp.broadcast_to(jnp.asarray(y, jnp.float32), (4, 3))
+        return c.denoise_exact(COARSE_SCHEDULE, fn, jax.random.PRNGKey(14), yb, 1.0)
+
+    diff = np.asarray(run(y1) - run(y2), np.float64)
+    want = (
+        matched_chain_moments(COARSE_SCHEDULE, y1, 1.0)[0][0]
+        - matched_chain_moments(COARSE_SCHEDULE, y2, 1.0)[0][0]
+    )
+    assert np.min(np.abs(want)) > 0.1
+    np.testing.assert_allclose(diff, np.broadcast_to(want, diff.shape), atol=2e-4)
+
+
+def test_denoise_exact_starts_at_t_star_and_never_evaluates_the_steps_above():
+    """Reverse kernel mean x + t, var 0: a deterministic path. x^(t*) = sqrt(abar_t*) y +
+    sqrt(extra_var) eps' with eps' from the init key (as gaussian.sample's x^(T)); the states
+    above t* are x^(t*) bitwise, and reverse_fn runs only for t = t*..2."""
+    calls = []
+
+    def shift(x_t, t):
+        jax.debug.callback(lambda tt: calls.append(int(tt[0])), t)
+        return g.Kernel(x_t + t[:, None, None].astype(x_t.dtype), jnp.zeros_like(x_t))
+
+    key = jax.random.PRNGKey(15)
+    y = jax.random.normal(jax.random.PRNGKey(0), (4, 2, 3))
+    x0, traj = c.denoise_exact(COARSE_SCHEDULE, shift, key, y, 1.0, return_trajectory=True)
+    t_star, extra = c.matched_step(COARSE_SCHEDULE, 1.0)
+    t_star = int(t_star)
+    assert traj.shape == (13, 4, 2, 3) and x0.shape == y.shape
+    np.testing.assert_array_equal(traj[0], x0)
+    eps = jax.random.normal(jax.random.split(key)[0], y.shape)
+    ab = COARSE_SCHEDULE.alphas_cumprod[t_star - 1]
+    np.testing.assert_allclose(
+        traj[t_star], jnp.sqrt(ab) * y + jnp.sqrt(extra) * eps, rtol=1e-6, atol=1e-6
+    )
+    for t in range(t_star + 1, 13):
+        np.testing.assert_array_equal(traj[t], traj[t_star])
+    steps = np.asarray(traj[1:t_star] - traj[2 : t_star + 1])  # x^(t-1) - x^(t), t = 2..t*
+    want = np.arange(2, t_star + 1.0)[:, None, None, None]
+    np.testing.assert_allclose(steps, np.broadcast_to(want, steps.shape), atol=1e-5)
+    jax.effects_barrier()
+    assert sorted(calls) == list(range(2, t_star + 1))
+
+
+def test_denoise_exact_compiles_once_for_every_noise_level():
+    """noise_var may be traced: t* is computed in the graph and one compilation serves every
+    level; a level noisier than x^(T) cannot raise under jit and gives NaN."""
+    fn = exact_reverse_fn(SCHEDULE, MU0, VAR0)
+    y, traces = _y_batch(8), []
+
+    def f(key, yy, nv):
+        traces.append(None)
+        return c.denoise_exact(SCHEDULE, fn, key, yy, nv)
+
+    jitted = jax.jit(f)
+    for nv in (1.0, 0.05):
+        got = jitted(jax.random.PRNGKey(16), y, jnp.float32(nv))
+        want = c.denoise_exact(SCHEDULE, fn, jax.random.PRNGKey(16), y, nv)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert np.all(np.isnan(jitted(jax.random.PRNGKey(16), y, jnp.float32(1e4))))
+    assert len(traces) == 1
+
+
+# ----------------------------------------------------------------------------------------------
 # Agreement with the unconditioned sampler, keys, errors.
 
 
@@ -486,6 +661,18 @@ _X = jnp.zeros((4, 3))
         (lambda: c.denoise(SCHEDULE, _FN, _KEY, _X, jnp.ones(2)), ValueError, "broadcast"),
         (lambda: c.denoise(SCHEDULE, _FN, _KEY, _X, 1.0, start="noise"), ValueError, "start"),
         (lambda: c.denoise(SCHEDULE, _bad_reverse_fn, _KEY, _X, 1.0), ValueError, "reverse_fn"),
+        (lambda: c.denoise_exact(SCHEDULE, _FN, _KEY, _X[0], 1.0), ValueError, "rank"),
+        (lambda: c.denoise_exact(SCHEDULE, _FN, _KEY, _X, 0.0), ValueError, "> 0"),
+        (lambda: c.denoise_exact(SCHEDULE, _FN, _KEY, _X, -1.0), ValueError, "> 0"),
+        (lambda: c.denoise_exact(SCHEDULE, _FN, _KEY, _X, jnp.nan), ValueError, "finite"),
+        (lambda: c.denoise_exact(SCHEDULE, _FN, _KEY, _X, jnp.ones(3)), ValueError, "scalar"),
+        (lambda: c.denoise_exact(SCHEDULE, _FN, _KEY, _X, 1e4), ValueError, "more steps"),
+        (lambda: c.matched_step(SCHEDULE, 1e4), ValueError, "lower alpha_bar"),
+        (
+            lambda: c.denoise_exact(SCHEDULE, _bad_reverse_fn, _KEY, _X, 1.0),
+            ValueError,
+            "reverse_fn",
+        ),
         (lambda: c.guided_sample(SCHEDULE, _FN, _KEY, (4,), jnp.zeros_like), ValueError, "rank"),
         (
             lambda: c.guided_sample(SCHEDULE, _FN, _KEY, (4, 3), lambda x, s: x[:, :1]),

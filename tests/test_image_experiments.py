@@ -61,10 +61,40 @@ def test_small_preset_end_to_end(module, mock_tfds, tmp_path):
     scaling = images.ImageScaling(**saved["scaling"])
     bpd = -saved["K"] * height * width / (height * width * channels) - np.log2(scaling.scale / 256)
     np.testing.assert_allclose(saved["nll_bits_per_dim_8bit"], bpd, rtol=1e-9)
-    assert (tmp_path / saved["figures"][0]).exists()
+    assert all((tmp_path / f).exists() for f in saved["figures"]) and len(saved["figures"]) == 2
     assert (tmp_path / image_experiment.SCALING_FILE).exists()
     again = module.run(config, tmp_path, eval_only=True)  # same checkpoint, keys and scaling
     assert again["K"] == results["K"]
+
+
+def test_mnist_parzen_rows_and_figures_only(mock_tfds, tmp_path, capsys):
+    config = dataclasses.replace(
+        mnist.PRESETS["small"],
+        train_steps=2,
+        checkpoint_every=2,
+        log_every=1,
+        batch_size=4,
+        eval_batch_size=12,
+        num_samples=4,
+        diffusion_steps=5,
+        parzen_samples=6,
+        parzen_validation=4,
+        num_posterior_examples=3,
+    )
+    r = mnist.run(config, tmp_path)
+    for key in ("parzen_log_likelihood_bits", "parzen_perfect_model_bits", "parzen_sigma"):
+        assert np.isfinite(r[key]), key
+    assert "estimate" in r["parzen_kind"] and "6 samples" in r["parzen_kind"]
+    assert "Parzen estimate" in mnist.report(r)
+    for f in r["figures"]:
+        (tmp_path / f).unlink()
+    argv = ["--workdir", str(tmp_path), "--preset", "small", "--figures"] + [
+        f"--config.{k}={getattr(config, k)}"
+        for k in ("train_steps", "batch_size", "diffusion_steps", "num_samples")
+    ]
+    mnist.main(argv)
+    assert all((tmp_path / f).exists() for f in r["figures"])
+    assert "wrote" in capsys.readouterr().out
 
 
 def test_eval_only_without_a_run_says_what_to_do(mock_tfds, tmp_path):

@@ -1,0 +1,62 @@
+"""The reproduction report: built from results files only, missing runs shown as missing."""
+
+import json
+
+import pytest
+
+from experiments import report
+
+
+def _write(run_dir, **results):
+    run_dir.mkdir(parents=True)
+    base = {"units": "bits", "T": 40, "train_steps": 100, "wall_seconds": 12.5}
+    (run_dir / "results.json").write_text(json.dumps({**base, **results}))
+    return run_dir
+
+
+def test_report_from_fixture_runs(tmp_path):
+    swiss = _write(
+        tmp_path / "sr",
+        experiment="swiss_roll",
+        K=-1.4487,
+        K_stderr=0.0201,
+        K_minus_L_null=2.641,
+        hardware="x86_64, 2 CPU cores",
+        command="python -m experiments.swiss_roll --workdir runs/swiss_roll",
+    )
+    heart = _write(tmp_path / "hb", experiment="binary_heartbeat", K=-2.4013, K_stderr=0.003)
+    out = tmp_path / "docs" / "reproduction.md"
+    report.main([str(swiss), str(heart), "--output", str(out)])
+    text = out.read_text()
+    assert "| 1 | Swiss roll | 2.35" in text and "-1.449 ± 0.020" in text
+    assert "`python -m experiments.swiss_roll --workdir runs/swiss_roll`" in text
+    assert "-2.401 ± 0.003" in text and "x86_64, 2 CPU cores" in text
+    # Rows without a run say so and carry no number of ours.
+    for label in ("Bark", "Dead leaves", "CIFAR-10", "MNIST (Parzen window)"):
+        line = next(x for x in text.splitlines() if f"| {label} |" in x)
+        assert "not run" in line
+    assert text.count("not run") == len(report.ROWS) - 2
+
+
+def test_missing_and_malformed_results_name_the_file(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        report.main([str(tmp_path / "nothing_here")])
+    assert "nothing_here/results.json" in capsys.readouterr().err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "results.json").write_text("{not json")
+    with pytest.raises(SystemExit):
+        report.main([str(bad)])
+    assert "bad/results.json: not valid JSON" in capsys.readouterr().err
+    partial = _write(tmp_path / "partial", K=1.0)  # no "experiment"
+    with pytest.raises(SystemExit):
+        report.main([str(partial)])
+    assert "missing keys ['experiment']" in capsys.readouterr().err
+
+
+def test_a_second_run_of_the_same_experiment_is_refused(tmp_path, capsys):
+    a = _write(tmp_path / "a", experiment="swiss_roll", K=1.0)
+    b = _write(tmp_path / "b", experiment="swiss_roll", K=2.0)
+    with pytest.raises(SystemExit):
+        report.main([str(a), str(b), "--output", str(tmp_path / "r.md")])
+    assert "second run" in capsys.readouterr().err
