@@ -36,6 +36,8 @@ import optax
 import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
+from dpm_jax import sharding
+
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
@@ -83,7 +85,9 @@ def _all_finite(tree) -> jax.Array:
 LossFn = Callable[[Any, Any, jax.Array], tuple[jax.Array, dict]]
 
 
-def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation):
+def make_train_step(
+    loss_fn: LossFn, tx: optax.GradientTransformation, mesh: jax.sharding.Mesh | None = None
+):
     """A pure train step ``(state, batch) -> (state, metrics)``, jitted with the state donated.
 
     ``loss_fn(params, batch, key) -> (loss, aux_metrics)`` is minimised. The
@@ -91,6 +95,12 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation):
     randomness as an uninterrupted one. A step whose loss or gradients are not
     all finite leaves the parameters and optimiser state as they were (the 2015
     code's ``RemoveNotFinite`` did this per parameter) and is counted.
+
+    With a ``mesh`` (``dpm_jax.sharding.data_mesh``) the step is data parallel: the
+    state and metrics are replicated over the mesh and the batch is split over its
+    ``"data"`` axis (its size must be divisible by the device count); XLA inserts the
+    gradient all-reduce. A loss that is a mean over the batch then gives the same
+    step as on one device with the same global batch and key.
     """
 
     def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
@@ -125,7 +135,15 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation):
         }
         return new_state, metrics
 
-    return jax.jit(train_step, donate_argnums=0)
+    if mesh is None:
+        return jax.jit(train_step, donate_argnums=0)
+    state_sharding = sharding.replicated(mesh)
+    return jax.jit(
+        train_step,
+        in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
+        out_shardings=(state_sharding, state_sharding),
+        donate_argnums=0,
+    )
 
 
 # ----------------------------------------------------------------------------------------------

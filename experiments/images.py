@@ -124,6 +124,7 @@ class ImageConfig:
 
 MUTABLE_KEYS = (
     "data_dir",
+    "train_steps",  # the learning-rate schedule depends on the step only
     "max_skipped_in_a_row",
     "checkpoint_every",
     "log_every",
@@ -134,6 +135,10 @@ MUTABLE_KEYS = (
     "parzen_samples",
     "parzen_validation",
 )
+
+
+def _mutable(module) -> tuple[str, ...]:
+    return getattr(module, "MUTABLE_KEYS", MUTABLE_KEYS)
 
 
 def image_shape(config: ImageConfig) -> tuple[int, int, int]:
@@ -415,7 +420,7 @@ def run(module, config: ImageConfig, workdir: Path, eval_only: bool = False) -> 
     start_time = time.time()
     workdir = Path(workdir)
     training.check_run_compatible(
-        workdir, module.EXPERIMENT, training.config_to_dict(config), MUTABLE_KEYS
+        workdir, module.EXPERIMENT, training.config_to_dict(config), _mutable(module)
     )
     loader = getattr(module, "load_split", load_split)  # experiments with their own data
     train_source = loader(config, "train")
@@ -431,7 +436,7 @@ def run(module, config: ImageConfig, workdir: Path, eval_only: bool = False) -> 
         workdir=workdir,
         experiment=module.EXPERIMENT,
         config=training.config_to_dict(config),
-        mutable_keys=MUTABLE_KEYS,
+        mutable_keys=_mutable(module),
         state=training.create_train_state(init_params(config, keys["init"]), tx, keys["train"]),
         eval_only=eval_only,
         train_step=training.make_train_step(
@@ -469,7 +474,7 @@ def figures(module, config: ImageConfig, workdir: Path) -> list[Path]:
     """Redraws the figures from the latest checkpoint in ``workdir`` (no training or evaluation)."""
     workdir = Path(workdir)
     training.check_run_compatible(
-        workdir, module.EXPERIMENT, training.config_to_dict(config), MUTABLE_KEYS
+        workdir, module.EXPERIMENT, training.config_to_dict(config), _mutable(module)
     )
     keys = common.experiment_keys(config.seed)
     tx = make_optimizer(config)

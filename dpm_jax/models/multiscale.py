@@ -63,6 +63,8 @@ class MultiScaleConv(nn.Module):
     Init: kernels N(0, (sqrt(1/features)/9)^2) (the reference's IsotropicGaussian with
     std sqrt(1/num_filters)/filter_size^2), biases 0.
 
+    ``dtype`` is the computation dtype (None: the input's); parameters stay float32.
+
     Call: ``apply(params, x)`` with x (N, H, W, C); H and W must be divisible by
     2^(S-1). Returns (N, H, W, features).
     """
@@ -72,6 +74,7 @@ class MultiScaleConv(nn.Module):
     activation: Activation = reference_leaky_relu
     untied_bias: bool = True
     activation_per_scale: bool = True
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -90,6 +93,8 @@ class MultiScaleConv(nn.Module):
                     f"{factor}."
                 )
         std = math.sqrt(1.0 / self.features) / FILTER_SIZE**2
+        if self.dtype is not None:
+            x = x.astype(self.dtype)
         acc = 0.0
         for s in range(self.num_scales):
             pool = 2**s
@@ -111,10 +116,10 @@ class MultiScaleConv(nn.Module):
                 bias = self.param(
                     f"bias_{s}", nn.initializers.zeros, (hs + 2, ws + 2, self.features)
                 )
-                y = y + bias[1:-1, 1:-1]
+                bias = bias[1:-1, 1:-1]
             else:
                 bias = self.param(f"bias_{s}", nn.initializers.zeros, (self.features,))
-                y = y + bias
+            y = y + (bias if self.dtype is None else bias.astype(self.dtype))
             if self.activation_per_scale:
                 y = self.activation(y)
             y = jnp.repeat(jnp.repeat(y, pool, axis=1), pool, axis=2)
@@ -144,6 +149,10 @@ class MultiScaleConvNet(nn.Module):
     ``zero_init_readout`` the final 1x1 layer starts at zero instead (so the reverse
     kernel starts at the forward one). Conv init as in :class:`MultiScaleConv`.
 
+    Mixed precision: ``dtype`` (e.g. ``jnp.bfloat16``) is the dtype of the convolutions,
+    dense layers and activations; parameters stay float32 and the coefficients y are
+    cast back to float32, so the readout and everything downstream (bound, KL) is float32.
+
     Call: ``apply(params, x_t, t)`` with x_t (N, H, W, C) and t (N,) ints in 1..T; returns
     (z_mu, z_sigma), each (N, H, W, C). ``apply(params, x_t, method="coefficients")``
     gives the time-independent coefficients y, (N, H, W, C, 2, J).
@@ -164,6 +173,7 @@ class MultiScaleConvNet(nn.Module):
     untied_bias: bool = True
     conv_activation_per_scale: bool = True
     zero_init_readout: bool = False
+    dtype: Any = jnp.float32
 
     def _dense_depth(self) -> int:
         return self.conv_layers if self.dense_layers is None else self.dense_layers
@@ -193,6 +203,8 @@ class MultiScaleConvNet(nn.Module):
 
         dense_init = nn.initializers.orthogonal()
         zeros = nn.initializers.zeros
+        dtype = self.dtype
+        x_t = x_t.astype(dtype)
         branches = []
         if conv_on:
             h = x_t
@@ -203,6 +215,7 @@ class MultiScaleConvNet(nn.Module):
                     activation=self.conv_activation,
                     untied_bias=self.untied_bias,
                     activation_per_scale=self.conv_activation_per_scale,
+                    dtype=dtype,
                     name=f"conv_{i}",
                 )(h)
             branches.append((h, self.conv_features))
@@ -211,7 +224,9 @@ class MultiScaleConvNet(nn.Module):
             h = jnp.transpose(x_t, (0, 3, 1, 2)).reshape(batch, -1)  # (c, h, w) order
             widths = [self.dense_hidden] * (depth - 1) + [self.dense_output * height * width]
             for i, size in enumerate(widths):
-                h = nn.Dense(size, kernel_init=dense_init, bias_init=zeros, name=f"dense_{i}")(h)
+                h = nn.Dense(
+                    size, kernel_init=dense_init, bias_init=zeros, dtype=dtype, name=f"dense_{i}"
+                )(h)
                 h = self.dense_activation(h)
             branches.append((h.reshape(batch, height, width, self.dense_output), self.dense_output))
         if len(branches) == 1:
@@ -222,15 +237,21 @@ class MultiScaleConvNet(nn.Module):
         num_basis = self.num_temporal_basis
         for i in range(self.upper_layers - 1):
             h = nn.Dense(
-                self.upper_hidden, kernel_init=dense_init, bias_init=zeros, name=f"upper_{i}"
+                self.upper_hidden,
+                kernel_init=dense_init,
+                bias_init=zeros,
+                dtype=dtype,
+                name=f"upper_{i}",
             )(h)
             h = self.dense_activation(h)
         h = nn.Dense(
             channels * 2 * num_basis,
             kernel_init=zeros if self.zero_init_readout else dense_init,
             bias_init=zeros,
+            dtype=dtype,
             name=f"upper_{self.upper_layers - 1}",
         )(h)
+        h = h.astype(jnp.float32)  # the readout, bound and KL stay float32
         return h.reshape(batch, height, width, channels, 2, num_basis)
 
     def __call__(self, x_t: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:

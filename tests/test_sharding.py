@@ -1,0 +1,399 @@
+"""Data parallelism (dpm_jax.sharding, training.make_train_step(mesh=...)) and mixed precision.
+
+Multi-device checks run a script in a subprocess with 8 faked CPU devices
+(``--xla_force_host_platform_device_count=8``); the multi-host check starts two CPU
+processes joined by ``jax.distributed.initialize`` on localhost (gloo collectives).
+Scripts print one ``RESULT {json}`` line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dpm_jax import gaussian, schedules, sharding, training
+from dpm_jax.data import images as image_data
+from experiments import cifar10, mnist
+from experiments import images as image_exp
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env(num_devices: int | None = None) -> dict:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
+    for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        env.pop(name, None)
+    if num_devices is not None:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={num_devices}"
+    return env
+
+
+def _result(stdout: str) -> dict:
+    lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, f"no RESULT line in the script's output:\n{stdout[-3000:]}"
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+# ----------------------------------------------------------------------------------------------
+# 8 devices, one process.
+
+EIGHT_DEVICES = textwrap.dedent(
+    """
+    import dataclasses, json
+    import jax, jax.numpy as jnp, numpy as np
+    from dpm_jax import sharding, training
+    from dpm_jax.data import images as image_data
+    from experiments import images as image_exp, mnist
+
+    out = {"devices": jax.device_count()}
+    config = dataclasses.replace(mnist.PRESETS["small"], diffusion_steps=8, batch_size=16)
+    scaling = image_data.ImageScaling(scale=3.0, shift=-1.3)
+    mesh = sharding.data_mesh()
+    tx = image_exp.make_optimizer(config)
+    # Random parameters of the right shapes (the orthogonal init's QR is slow to compile).
+    shapes = jax.eval_shape(lambda k: image_exp.init_params(config, k), jax.random.key(1))
+    gen = np.random.default_rng(1)
+    params = jax.tree.map(
+        lambda s: (gen.normal(size=s.shape) / np.sqrt(s.shape[-2] if s.ndim > 1 else 50))
+        .astype(np.float32),
+        shapes,
+    )
+    rng = np.asarray(jax.random.key_data(jax.random.key(3)))
+    pixels = np.asarray(jax.random.randint(jax.random.key(2), (2, 16, 28, 28, 1), 0, 256), np.uint8)
+    loss = lambda p, b, k: image_exp.loss_fn(config, scaling, p, b, k)
+
+    def fresh_state():  # the step donates the state: new buffers for every run
+        return training.create_train_state(jax.tree.map(jnp.asarray, params), tx, jnp.asarray(rng))
+
+    def run(step_fn, state, place):
+        losses, norms = [], []
+        for batch in pixels:
+            state, metrics = step_fn(state, place(batch))
+            losses.append(float(metrics["loss"]))
+            norms.append(float(metrics["grad_norm"]))
+        return state, losses, norms
+
+    s1, l1, n1 = run(training.make_train_step(loss, tx), fresh_state(), jnp.asarray)
+    s8, l8, n8 = run(
+        training.make_train_step(loss, tx, mesh=mesh),
+        sharding.replicate(fresh_state(), mesh),
+        lambda b: sharding.shard_batch(b, mesh),
+    )
+    diffs = jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)))),
+                         s1.params, s8.params)
+    out["train"] = {
+        "loss_1": l1, "loss_8": l8, "grad_norm_1": n1, "grad_norm_8": n8,
+        "max_param_diff": max(jax.tree.leaves(diffs)),
+        "params_replicated": all(x.sharding.is_fully_replicated for x in jax.tree.leaves(s8)),
+        "state_devices": len(s8.params["upper_0"]["kernel"].sharding.device_set),
+        "step": int(s8.step),
+    }
+
+    bound = image_exp.exact_bound_fn(config, s1.params, scaling)
+    key = jax.random.key(4)
+    k1, null1 = bound(jnp.asarray(pixels[0]), key)
+    k8, null8 = bound(sharding.shard_batch(pixels[0], mesh), key)
+    out["bound"] = {
+        "k1": np.asarray(k1).tolist(), "k8": np.asarray(k8).tolist(),
+        "null1": np.asarray(null1).tolist(), "null8": np.asarray(null8).tolist(),
+        "k8_devices": len(k8.sharding.device_set),
+    }
+
+    try:
+        sharding.shard_batch(pixels[0][:13], mesh)
+        out["error"] = None
+    except ValueError as e:
+        out["error"] = str(e)
+    ids = np.arange(13)
+    (padded_ids, padded_pixels), num_valid = sharding.pad_to_multiple((ids, pixels[0][:13]), 8)
+    per_example = jax.jit(lambda x: jnp.sum(x.astype(jnp.float32), axis=(1, 2, 3)))
+    values = np.asarray(per_example(sharding.shard_batch(padded_pixels, mesh)))
+    mask = sharding.valid_mask(len(padded_ids), num_valid)
+    out["pad"] = {
+        "padded": len(padded_ids), "num_valid": num_valid, "ids": padded_ids[mask].tolist(),
+        "masked_sum": float(values[mask].sum()),
+        "direct_sum": float(np.asarray(per_example(jnp.asarray(pixels[0][:13]))).sum()),
+    }
+    print("RESULT " + json.dumps(out))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def eight_devices() -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-c", EIGHT_DEVICES],
+        cwd=ROOT,
+        env=_env(8),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = _result(proc.stdout)
+    assert out["devices"] == 8
+    return out
+
+
+def test_train_step_on_8_devices_matches_one_device(eight_devices):
+    r = eight_devices["train"]
+    np.testing.assert_allclose(r["loss_8"], r["loss_1"], rtol=1e-5)
+    np.testing.assert_allclose(r["grad_norm_8"], r["grad_norm_1"], rtol=1e-5)
+    assert r["max_param_diff"] < 1e-6  # RMSProp steps are ~1e-3 here
+    assert r["params_replicated"] and r["state_devices"] == 8
+    assert r["step"] == 2
+
+
+def test_exact_bound_on_8_devices_matches_one_device(eight_devices):
+    r = eight_devices["bound"]
+    assert r["k8_devices"] == 8  # the batch really was split
+    np.testing.assert_allclose(r["k8"], r["k1"], rtol=1e-5)
+    np.testing.assert_allclose(r["null8"], r["null1"], rtol=1e-6)
+
+
+def test_indivisible_batch_error_and_padding_counts_each_example_once(eight_devices):
+    message = eight_devices["error"]
+    assert message is not None
+    for part in ("13 examples", "8 devices", "divisible by 8", "pad_to_multiple"):
+        assert part in message, message
+    r = eight_devices["pad"]
+    assert r["padded"] == 16 and r["num_valid"] == 13
+    assert r["ids"] == list(range(13))
+    assert r["masked_sum"] == r["direct_sum"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Two processes (multi-host on one machine).
+
+TWO_PROCESSES = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+    import jax
+    port, pid, outdir = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+    jax.config.update("jax_num_cpu_devices", 2)  # 2 local CPU devices per process
+    import jax.numpy as jnp, numpy as np, optax
+    from dpm_jax import sharding, training
+
+    initialized = sharding.initialize_distributed(f"localhost:{port}", 2, pid)
+    mesh = sharding.data_mesh()
+    GLOBAL_BATCH = 16
+    rows = sharding.process_batch_slice(GLOBAL_BATCH, mesh)
+
+    def loss_fn(params, batch, key):
+        x, y = batch[:, :3], batch[:, 3]
+        pred = jnp.tanh(x @ params["w1"] + params["b1"]) @ params["w2"]
+        pred = pred + 0.01 * jax.random.normal(key, y.shape)
+        return jnp.mean((pred - y) ** 2), {}
+
+    def init():
+        k1, k2 = jax.random.split(jax.random.key(0))
+        return {"w1": jax.random.normal(k1, (3, 8)), "b1": jnp.zeros(8),
+                "w2": jax.random.normal(k2, (8,))}
+
+    data = np.asarray(jax.random.normal(jax.random.key(1), (3, GLOBAL_BATCH, 4)))
+    tx = optax.adam(1e-2)
+    rng = jax.random.key_data(jax.random.key(2))
+    state = sharding.replicate(training.create_train_state(init(), tx, rng), mesh)
+    step = training.make_train_step(loss_fn, tx, mesh=mesh)
+    losses = []
+    for batch in data:  # each process loads only its rows of the global batch
+        state, metrics = step(state, sharding.host_batch_to_global(batch[rows], mesh))
+        losses.append(float(metrics["loss"]))
+
+    ref = training.create_train_state(init(), tx, rng)  # one device, the whole batch
+    ref_step = training.make_train_step(loss_fn, tx)
+    ref_losses = []
+    for batch in data:
+        ref, metrics = ref_step(ref, jnp.asarray(batch))
+        ref_losses.append(float(metrics["loss"]))
+
+    if sharding.is_main_process():
+        (outdir / f"written_by_{jax.process_index()}").write_text("ok")
+    print("RESULT " + json.dumps({
+        "initialized": initialized, "process_index": jax.process_index(),
+        "process_count": jax.process_count(), "devices": jax.device_count(),
+        "local_devices": jax.local_device_count(), "rows": [rows.start, rows.stop],
+        "main": sharding.is_main_process(), "step": int(state.step),
+        "losses": losses, "ref_losses": ref_losses,
+        "params": {k: np.asarray(v).tolist() for k, v in state.params.items()},
+        "ref_params": {k: np.asarray(v).tolist() for k, v in ref.params.items()},
+    }))
+    """
+)
+
+
+def _gloo_missing() -> str | None:
+    try:
+        from jax._src.lib import _jax
+    except ImportError as e:  # pragma: no cover - layout of other jax versions
+        return f"cannot inspect jaxlib for CPU collectives: {e}"
+    if not hasattr(_jax, "make_gloo_tcp_collectives"):  # pragma: no cover
+        return "this jaxlib has no gloo CPU collectives (make_gloo_tcp_collectives)"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(_gloo_missing() is not None, reason=str(_gloo_missing()))
+def test_two_processes_train_to_identical_parameters(tmp_path):
+    port = _free_port()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", TWO_PROCESSES, str(port), str(pid), str(tmp_path)],
+            cwd=ROOT,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for pid in range(2)
+    ]
+    outputs = []
+    try:
+        for proc in procs:
+            stdout, stderr = proc.communicate(timeout=180)
+            assert proc.returncode == 0, stderr[-4000:]
+            outputs.append(_result(stdout))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    first, second = outputs
+    for pid, r in enumerate(outputs):
+        assert r["initialized"] and r["process_index"] == pid and r["process_count"] == 2
+        assert r["devices"] == 4 and r["local_devices"] == 2
+        assert r["rows"] == [8 * pid, 8 * pid + 8]
+        assert r["main"] == (pid == 0)
+        assert r["step"] == 3
+        np.testing.assert_allclose(r["losses"], r["ref_losses"], rtol=1e-5)
+        for name, value in r["params"].items():
+            np.testing.assert_allclose(value, r["ref_params"][name], rtol=1e-5, atol=1e-6)
+    assert first["params"] == second["params"]  # bit-identical across processes
+    assert first["losses"] == second["losses"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["written_by_0"]
+
+
+# ----------------------------------------------------------------------------------------------
+# In this process (one device).
+
+
+def test_single_process_helpers(monkeypatch):
+    for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "SLURM_JOB_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("OMPI_COMM_WORLD_SIZE", raising=False)
+    assert sharding.initialize_distributed() is False  # one process: nothing to do
+    assert sharding.initialize_distributed(num_processes=1) is False
+    with pytest.raises(ValueError, match="num_processes, process_id missing"):
+        sharding.initialize_distributed(coordinator_address="localhost:1234")
+    assert sharding.is_main_process()
+    mesh = sharding.data_mesh()
+    assert mesh.axis_names == ("data",) and mesh.size == jax.device_count()
+    assert sharding.process_batch_slice(12, mesh) == slice(0, 12)
+    batch = {"x": np.arange(12.0).reshape(6, 2), "y": np.arange(6)}
+    placed = sharding.host_batch_to_global(batch, mesh)
+    np.testing.assert_array_equal(placed["x"], batch["x"])
+    (padded, num_valid) = sharding.pad_to_multiple(np.arange(5), 4)
+    assert num_valid == 5 and padded.tolist() == [0, 1, 2, 3, 4, 0, 0, 0]
+    padded, num_valid = sharding.pad_to_multiple(np.arange(8), 4)
+    assert num_valid == 8 and len(padded) == 8
+    with pytest.raises(ValueError, match="disagree"):
+        sharding.shard_batch({"a": np.zeros(2), "b": np.zeros(3)}, mesh)
+
+
+def _quick_params(config, seed: int = 0) -> dict:
+    """Random parameters of the network's shapes, scaled 1/sqrt(fan-in).
+
+    Cheaper than ``init_params``, whose orthogonal initialiser's QR takes seconds to compile.
+    """
+    shapes = jax.eval_shape(lambda k: image_exp.init_params(config, k), jax.random.key(0))
+    gen = np.random.default_rng(seed)
+
+    def draw(s):
+        scale = 1.0 / np.sqrt(s.shape[-2] if s.ndim > 1 else 50)
+        return jnp.asarray(gen.normal(size=s.shape) * scale, jnp.float32)
+
+    return jax.tree.map(draw, shapes)
+
+
+def _loss_with_network(config, scaling, model):
+    """``experiments.images.loss_fn`` with another network (here a bfloat16 one)."""
+    sched = image_exp.schedule(config)
+    pixels = image_exp.pixels_per_image(config)
+
+    def loss(params, batch, key):
+        key_u, key_k = jax.random.split(key)
+        x0 = image_data.preprocess(batch, key_u, scaling)
+
+        def reverse_fn(x_t, t):
+            z_mu, z_sigma = model.apply({"params": params}, x_t, t)
+            beta_t = schedules.beta(sched, t)[:, None, None, None]
+            return gaussian.readout(
+                config.readout, x_t, z_mu, z_sigma, beta_t, config.diffusion_steps
+            )
+
+        k = gaussian.bound_estimate(sched, reverse_fn, x0, key_k) / pixels
+        return -jnp.mean(k), {}
+
+    return loss
+
+
+def test_bfloat16_network_outputs_float32_close_to_float32_and_trains():
+    config = dataclasses.replace(mnist.PRESETS["small"], diffusion_steps=8, batch_size=8)
+    f32 = image_exp.network(config)
+    bf16 = f32.clone(dtype=jnp.bfloat16)
+    params = _quick_params(config)
+    x = jax.random.normal(jax.random.key(1), (4, 28, 28, 1))
+    t = jnp.array([2, 3, 5, 8], jnp.int32)
+    ref = jax.jit(f32.apply)({"params": params}, x, t)
+    out = jax.jit(bf16.apply)({"params": params}, x, t)
+    for a, b in zip(out, ref, strict=True):
+        assert a.dtype == jnp.float32
+        rel = float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+        assert rel < 0.05, rel
+        assert rel > 0  # the computation really ran in bfloat16
+
+    scaling = image_data.ImageScaling(scale=3.0, shift=-1.3)
+    tx = image_exp.make_optimizer(config)
+    state = training.create_train_state(params, tx, jax.random.key_data(jax.random.key(2)))
+    step = training.make_train_step(_loss_with_network(config, scaling, bf16), tx)
+    pixels = jax.random.randint(jax.random.key(3), (8, 28, 28, 1), 0, 256).astype(jnp.uint8)
+    state, metrics = step(state, pixels)
+    assert np.isfinite(float(metrics["loss"])) and int(metrics["skipped_steps"]) == 0
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(state.params))
+
+
+@pytest.mark.parametrize("module", [mnist, cifar10])
+def test_bfloat16_keeps_full_size_parameters(module):
+    config = module.PRESETS["default"]
+    x = jnp.zeros((1, *config.image_shape()), jnp.float32)
+    t = jnp.ones((1,), jnp.int32)
+    shapes = {}
+    for dtype in (jnp.float32, jnp.bfloat16):
+        model = image_exp.network(config).clone(dtype=dtype)
+        tree = jax.eval_shape(model.init, jax.random.key(0), x, t)["params"]
+        assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(tree))
+        shapes[dtype] = jax.tree.map(lambda p: p.shape, tree)
+    assert shapes[jnp.float32] == shapes[jnp.bfloat16]
+    count = sum(int(np.prod(s)) for s in jax.tree.leaves(shapes[jnp.float32], is_leaf=_is_shape))
+    assert count == {"mnist": 1_762_928, "cifar10": 13_385_280}[module.EXPERIMENT]
+
+
+def _is_shape(x) -> bool:
+    return isinstance(x, tuple) and all(isinstance(i, int) for i in x)
