@@ -312,7 +312,8 @@ def fit(
     if restored is not None:
         state = restored
     start = int(state.step)
-    _trim_metrics(metrics_path, start)
+    if jax.process_index() == 0:
+        _trim_metrics(metrics_path, start)
     if start >= num_steps:
         manager.close()
         return state
@@ -328,8 +329,9 @@ def fit(
             saving = done % checkpoint_every == 0 or done == num_steps
             if logging:
                 values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                with metrics_path.open("a") as f:
-                    f.write(json.dumps({"step": done, **values}) + "\n")
+                if jax.process_index() == 0:  # one writer on multi-host runs
+                    with metrics_path.open("a") as f:
+                        f.write(json.dumps({"step": done, **values}) + "\n")
                 bar.set_postfix(loss=f"{values['loss']:.4f}", skipped=int(values["skipped_steps"]))
                 if values["skipped_in_a_row"] >= max_skipped_in_a_row:
                     manager.wait_until_finished()
@@ -383,7 +385,8 @@ def train_or_restore(
             )
         return restored
     workdir.mkdir(parents=True, exist_ok=True)
-    save_run_config(workdir, experiment, config)
+    if jax.process_index() == 0:
+        save_run_config(workdir, experiment, config)
     return fit(workdir=workdir, state=state, desc=experiment, **fit_kwargs)
 
 

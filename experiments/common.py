@@ -20,7 +20,7 @@ from typing import Any
 
 import jax
 
-from dpm_jax import training
+from dpm_jax import sharding, training
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -118,6 +118,7 @@ def main(module, argv: list[str] | None = None) -> None:
     ``module`` provides EXPERIMENT, Config, PRESETS, run(config, workdir,
     eval_only) -> results and report(results) -> str.
     """
+    sharding.initialize_distributed()  # multi-host: JAX_COORDINATOR_ADDRESS etc.; else no-op
     config, args = parse_command_line(
         module.EXPERIMENT,
         module.Config,
@@ -137,9 +138,9 @@ def main(module, argv: list[str] | None = None) -> None:
     try:
         results = module.run(config, args.workdir, eval_only=args.eval_only)
         command = " ".join(["python -m experiments." + module.EXPERIMENT, *(argv or sys.argv[1:])])
-        training.write_json_atomic(
-            Path(args.workdir) / "results.json", {**results, "command": command}
-        )
+        if jax.process_index() == 0:
+            results = {**results, "command": command}
+            training.write_json_atomic(Path(args.workdir) / "results.json", results)
     except training.TrainingInterrupted as e:
         print(str(e), file=sys.stderr)
         raise SystemExit(143) from None  # 128 + SIGTERM, what schedulers expect
@@ -232,5 +233,6 @@ def write_results(
         figures=[str(Path(f).relative_to(workdir)) for f in figures],
         config=training.config_to_dict(config),
     )
-    training.write_json_atomic(workdir / "results.json", results)
+    if jax.process_index() == 0:  # one writer on multi-host runs
+        training.write_json_atomic(workdir / "results.json", results)
     return results

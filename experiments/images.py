@@ -29,12 +29,22 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from dpm_jax import conditioning, gaussian, likelihood, parzen, plotting, schedules, training
+from dpm_jax import (
+    conditioning,
+    gaussian,
+    likelihood,
+    parzen,
+    plotting,
+    schedules,
+    sharding,
+    training,
+)
 from dpm_jax.data import images
 from dpm_jax.models import multiscale
 from experiments import common
 
 NETWORKS = ("reference_code", "paper")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 SCALING_FILE = "scaling.json"
 
 
@@ -64,6 +74,7 @@ class ImageConfig:
     dense_layers: int = 0  # 0 = as many as conv_layers (the released code's quirk)
     upper_hidden: int = 20
     upper_layers: int = 2
+    compute_dtype: str = "float32"  # "bfloat16": network in bf16; parameters and bound in f32
     batch_size: int = 512
     learning_rate: float = 1e-3
     min_learning_rate: float = 1e-4
@@ -95,6 +106,10 @@ class ImageConfig:
             raise ValueError(f"step1_beta must lie in (0, 1), got {self.step1_beta}.")
         if self.network not in NETWORKS:
             raise ValueError(f"network must be one of {NETWORKS}, got {self.network!r}.")
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(
+                f"compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}."
+            )
         if self.readout not in gaussian.READOUTS:
             raise ValueError(f"readout must be one of {gaussian.READOUTS}, got {self.readout!r}.")
         common.require(
@@ -124,6 +139,7 @@ class ImageConfig:
 
 MUTABLE_KEYS = (
     "data_dir",
+    "compute_dtype",  # parameters stay float32: a run may resume in another compute dtype
     "train_steps",  # the learning-rate schedule depends on the step only
     "max_skipped_in_a_row",
     "checkpoint_every",
@@ -162,6 +178,7 @@ def network(config: ImageConfig) -> multiscale.MultiScaleConvNet:
         dense_layers=config.dense_layers or None,
         upper_hidden=config.upper_hidden,
         upper_layers=config.upper_layers,
+        dtype=jnp.dtype(config.compute_dtype),
     )
 
 
@@ -428,19 +445,29 @@ def run(module, config: ImageConfig, workdir: Path, eval_only: bool = False) -> 
     scaling = scaling_for_run(config, workdir, train_source, eval_only)
     keys = common.experiment_keys(config.seed)
     tx = make_optimizer(config)
+    mesh = sharding.data_mesh()  # data parallel over every device of every process
+    rows = sharding.process_batch_slice(config.batch_size, mesh)
 
     def batch_fn(step: int) -> jax.Array:
-        return jnp.asarray(images.train_batch(train_source, config.batch_size, config.seed, step))
+        """This process's rows of the global batch of ``step``, placed on the mesh."""
+        indices = images.train_batch_indices(
+            len(train_source), config.batch_size, config.seed, step
+        )
+        local = images.gather_images(train_source, indices[rows])
+        return sharding.host_batch_to_global(local, mesh)
 
     state = training.train_or_restore(
         workdir=workdir,
         experiment=module.EXPERIMENT,
         config=training.config_to_dict(config),
         mutable_keys=_mutable(module),
-        state=training.create_train_state(init_params(config, keys["init"]), tx, keys["train"]),
+        state=sharding.replicate(
+            training.create_train_state(init_params(config, keys["init"]), tx, keys["train"]),
+            mesh,
+        ),
         eval_only=eval_only,
         train_step=training.make_train_step(
-            lambda params, batch, key: loss_fn(config, scaling, params, batch, key), tx
+            lambda params, batch, key: loss_fn(config, scaling, params, batch, key), tx, mesh
         ),
         batch_fn=batch_fn,
         num_steps=config.train_steps,

@@ -116,10 +116,12 @@ def test_sigkill_at_many_points_then_resume_gives_the_uninterrupted_parameters(t
     straight = tmp_path / "straight"
     sr.run(FAST, straight)
     killed = tmp_path / "killed"
-    survived = 0
+    survived, interrupted_writes = 0, 0
     for fault in KILL_POINTS:
         proc = _run_child(killed, **fault)
         assert proc.returncode == -signal.SIGKILL, (fault, proc.stderr[-2000:])
+        partial = list((killed / training.CHECKPOINT_DIR).glob("*.orbax-checkpoint-tmp*"))
+        interrupted_writes += bool(partial)
         # Every checkpoint orbax lists is complete and restorable.
         manager = training.checkpoint_manager(killed)
         for step in manager.all_steps():
@@ -129,6 +131,10 @@ def test_sigkill_at_many_points_then_resume_gives_the_uninterrupted_parameters(t
     assert not (killed / "results.json").exists()
     sr.main(["--workdir", str(killed)] + FAST_ARGS)  # the eighth start runs to the end
     assert survived == len(KILL_POINTS)
+    # The kills right after a write began did catch writes in progress (left as temporary
+    # directories, never listed as checkpoints), and the resumed runs cleaned them up.
+    assert interrupted_writes >= 1
+    assert not list((killed / training.CHECKPOINT_DIR).glob("*.orbax-checkpoint-tmp*"))
     _assert_same_state(_final_state(straight, FAST), _final_state(killed, FAST))
     a = json.loads((straight / "results.json").read_text())
     b = json.loads((killed / "results.json").read_text())

@@ -397,3 +397,37 @@ def test_bfloat16_keeps_full_size_parameters(module):
 
 def _is_shape(x) -> bool:
     return isinstance(x, tuple) and all(isinstance(i, int) for i in x)
+
+
+EXPERIMENT_RUN = textwrap.dedent(
+    """
+    import dataclasses, json, sys
+    import jax
+    from experiments import dead_leaves
+    config = dataclasses.replace(
+        dead_leaves.PRESETS["small"], train_steps=3, checkpoint_every=3, log_every=1,
+        batch_size=16, num_samples=2, num_posterior_examples=2,
+    )
+    r = dead_leaves.run(config, sys.argv[1])
+    print("RESULT " + json.dumps({"devices": jax.device_count(), "K": r["K"],
+                                   "hardware": r["hardware"]}))
+    """
+)
+
+
+def test_an_experiment_runs_unchanged_on_eight_devices(tmp_path):
+    """The same command on 1 and 8 devices: same training (data parallel) and the same K."""
+    out = {}
+    for n in (1, 8):
+        proc = subprocess.run(
+            [sys.executable, "-c", EXPERIMENT_RUN, str(tmp_path / f"run{n}")],
+            env=_env(n),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out[n] = _result(proc.stdout)
+    assert out[1]["devices"] == 1 and out[8]["devices"] == 8 and "8 x" in out[8]["hardware"]
+    np.testing.assert_allclose(out[8]["K"], out[1]["K"], rtol=1e-4)
