@@ -54,7 +54,7 @@ class Config(image_experiment.ImageConfig):
     upper_hidden: int = 32
     upper_layers: int = 2
     batch_size: int = 64
-    train_steps: int = 40_000
+    train_steps: int = 30_000
     checkpoint_every: int = 2_000
     log_every: int = 200
     eval_batch_size: int = 100

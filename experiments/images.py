@@ -354,7 +354,8 @@ def _sampler(config: ImageConfig, params, count: int):
 def sample_grid(config: ImageConfig, params, scaling, key, path: Path) -> None:
     """App. Fig. 1: ``num_samples`` samples from the model, in [0, 1] pixel units."""
     z = _sampler(config, params, config.num_samples)(key)
-    plotting.image_grid(path, np.asarray(scaling.invert(z)), title=f"{config.dataset} samples")
+    if jax.process_index() == 0:  # every process samples (global arrays), one writes
+        plotting.image_grid(path, np.asarray(scaling.invert(z)), title=f"{config.dataset} samples")
 
 
 def posterior_figure(config: ImageConfig, params, scaling, test_source, key, path: Path) -> None:
@@ -382,6 +383,8 @@ def posterior_figure(config: ImageConfig, params, scaling, test_source, key, pat
     exact = jax.jit(lambda k: conditioning.denoise_exact(sched, fn, k, y, 1.0))(keys[3])
     filled = jax.jit(lambda k: conditioning.inpaint(sched, fn, k, x0, known))(keys[4])
     show = lambda z: np.asarray(scaling.invert(z))  # noqa: E731
+    if jax.process_index() != 0:  # every process samples (global arrays), one writes
+        return
     plotting.image_rows(
         path,
         [
