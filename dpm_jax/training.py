@@ -17,6 +17,7 @@ Nothing here knows which experiment or data set it serves.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import json
@@ -294,7 +295,8 @@ def fit(
     """Trains until ``state.step == num_steps``, resuming from ``workdir`` if it has a checkpoint.
 
     ``batch_fn(step)`` returns the batch for a global step: with a
-    deterministic ``batch_fn`` a resumed run sees the same data order.
+    deterministic ``batch_fn`` a resumed run sees the same data order. It runs
+    one step ahead in a background thread, so loading overlaps the device's work.
     Metrics are fetched from the device every ``log_every`` steps only; there
     the run stops (FloatingPointError) if the last ``max_skipped_in_a_row`` or
     more steps were all skipped for non-finite values. On SIGTERM the current
@@ -320,10 +322,15 @@ def fit(
 
     with (
         _sigterm_flag() as sigterm,
+        concurrent.futures.ThreadPoolExecutor(max_workers=1) as prefetcher,
         tqdm(total=num_steps, initial=start, desc=desc, dynamic_ncols=True, mininterval=1.0) as bar,
     ):
+        next_batch = prefetcher.submit(batch_fn, start)
         for step in range(start, num_steps):
-            state, metrics = train_step(state, batch_fn(step))
+            batch = next_batch.result()
+            if step + 1 < num_steps:  # load the next batch while this step runs
+                next_batch = prefetcher.submit(batch_fn, step + 1)
+            state, metrics = train_step(state, batch)
             done = step + 1
             logging = done % log_every == 0 or done == num_steps
             saving = done % checkpoint_every == 0 or done == num_steps
