@@ -86,23 +86,8 @@ def _all_finite(tree) -> jax.Array:
 LossFn = Callable[[Any, Any, jax.Array], tuple[jax.Array, dict]]
 
 
-def make_train_step(
-    loss_fn: LossFn, tx: optax.GradientTransformation, mesh: jax.sharding.Mesh | None = None
-):
-    """A pure train step ``(state, batch) -> (state, metrics)``, jitted with the state donated.
-
-    ``loss_fn(params, batch, key) -> (loss, aux_metrics)`` is minimised. The
-    step key is split from the state's key, so a resumed run draws the same
-    randomness as an uninterrupted one. A step whose loss or gradients are not
-    all finite leaves the parameters and optimiser state as they were (the 2015
-    code's ``RemoveNotFinite`` did this per parameter) and is counted.
-
-    With a ``mesh`` (``dpm_jax.sharding.data_mesh``) the step is data parallel: the
-    state and metrics are replicated over the mesh and the batch is split over its
-    ``"data"`` axis (its size must be divisible by the device count); XLA inserts the
-    gradient all-reduce. A loss that is a mean over the batch then gives the same
-    step as on one device with the same global batch and key.
-    """
+def _train_step_fn(loss_fn: LossFn, tx: optax.GradientTransformation):
+    """The un-jitted step of :func:`make_train_step`."""
 
     def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
         rng, step_key = jax.random.split(state.rng)
@@ -136,6 +121,28 @@ def make_train_step(
         }
         return new_state, metrics
 
+    return train_step
+
+
+def make_train_step(
+    loss_fn: LossFn, tx: optax.GradientTransformation, mesh: jax.sharding.Mesh | None = None
+):
+    """A pure train step ``(state, batch) -> (state, metrics)``, jitted with the state donated.
+
+    ``loss_fn(params, batch, key) -> (loss, aux_metrics)`` is minimised. The
+    step key is split from the state's key, so a resumed run draws the same
+    randomness as an uninterrupted one. A step whose loss or gradients are not
+    all finite leaves the parameters and optimiser state as they were (the 2015
+    code's ``RemoveNotFinite`` did this per parameter) and is counted.
+
+    With a ``mesh`` (``dpm_jax.sharding.data_mesh``) the step is data parallel: the
+    state and metrics are replicated over the mesh and the batch is split over its
+    ``"data"`` axis (its size must be divisible by the device count); XLA inserts the
+    gradient all-reduce. A loss that is a mean over the batch then gives the same
+    step as on one device with the same global batch and key.
+    """
+
+    train_step = _train_step_fn(loss_fn, tx)
     if mesh is None:
         return jax.jit(train_step, donate_argnums=0)
     state_sharding = sharding.replicated(mesh)
@@ -145,6 +152,41 @@ def make_train_step(
         out_shardings=(state_sharding, state_sharding),
         donate_argnums=0,
     )
+
+
+def make_multi_step(
+    loss_fn: LossFn,
+    tx: optax.GradientTransformation,
+    steps_per_call: int,
+    mesh: jax.sharding.Mesh | None = None,
+):
+    """``steps_per_call`` train steps in one compiled call: ``(state, batches) -> (state, metrics)``.
+
+    ``batches`` stacks one batch per step on a new leading axis; a ``lax.scan`` runs the
+    steps of :func:`make_train_step` in order (same keys, same skipping), so dispatch
+    costs once per call. Metrics are those of the last step.
+    """
+    if steps_per_call < 2:
+        raise ValueError(f"steps_per_call must be >= 2 here, got {steps_per_call}.")
+    single = _train_step_fn(loss_fn, tx)
+
+    def multi_step(state: TrainState, batches) -> tuple[TrainState, dict]:
+        state, metrics = jax.lax.scan(single, state, batches)
+        return state, jax.tree.map(lambda m: m[-1], metrics)
+
+    if mesh is None:
+        return jax.jit(multi_step, donate_argnums=0)
+    state_sharding = sharding.replicated(mesh)
+    return jax.jit(
+        multi_step,
+        in_shardings=(state_sharding, sharding.stacked_batch_sharding(mesh)),
+        out_shardings=(state_sharding, state_sharding),
+        donate_argnums=0,
+    )
+
+
+def _stack(batches: list):
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *batches)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -290,13 +332,17 @@ def fit(
     checkpoint_every: int,
     log_every: int,
     max_skipped_in_a_row: int = 20,
+    multi_step: Callable | None = None,
+    steps_per_call: int = 1,
     desc: str = "train",
 ) -> TrainState:
     """Trains until ``state.step == num_steps``, resuming from ``workdir`` if it has a checkpoint.
 
     ``batch_fn(step)`` returns the batch for a global step: with a
     deterministic ``batch_fn`` a resumed run sees the same data order. It runs
-    one step ahead in a background thread, so loading overlaps the device's work.
+    one call ahead in a background thread, so loading overlaps the device's work.
+    With ``multi_step`` (:func:`make_multi_step`) runs of ``steps_per_call`` steps
+    go in one call wherever no log, checkpoint or end step falls inside them.
     Metrics are fetched from the device every ``log_every`` steps only; there
     the run stops (FloatingPointError) if the last ``max_skipped_in_a_row`` or
     more steps were all skipped for non-finite values. On SIGTERM the current
@@ -325,13 +371,39 @@ def fit(
         concurrent.futures.ThreadPoolExecutor(max_workers=1) as prefetcher,
         tqdm(total=num_steps, initial=start, desc=desc, dynamic_ncols=True, mininterval=1.0) as bar,
     ):
-        next_batch = prefetcher.submit(batch_fn, start)
-        for step in range(start, num_steps):
-            batch = next_batch.result()
-            if step + 1 < num_steps:  # load the next batch while this step runs
-                next_batch = prefetcher.submit(batch_fn, step + 1)
-            state, metrics = train_step(state, batch)
-            done = step + 1
+
+        def next_call(step: int) -> int:
+            """Steps in the call starting at ``step``: up to the next log/save/end step."""
+            if multi_step is None or steps_per_call < 2:
+                return 1
+            boundary = min(
+                num_steps,
+                (step // log_every + 1) * log_every,
+                (step // checkpoint_every + 1) * checkpoint_every,
+            )
+            return steps_per_call if step + steps_per_call <= boundary else 1
+
+        def load(step: int, count: int):
+            if count == 1:
+                return batch_fn(step)
+            return _stack([batch_fn(s) for s in range(step, step + count)])
+
+        step = start
+        count = next_call(step)
+        pending = prefetcher.submit(load, step, count)
+        while step < num_steps:
+            batch = pending.result()
+            after = step + count
+            if after < num_steps:  # load the next call's batches while this one runs
+                next_count = next_call(after)
+                pending = prefetcher.submit(load, after, next_count)
+            if count == 1:
+                state, metrics = train_step(state, batch)
+            else:
+                state, metrics = multi_step(state, batch)
+            step = done = after
+            if after < num_steps:
+                count = next_count
             logging = done % log_every == 0 or done == num_steps
             saving = done % checkpoint_every == 0 or done == num_steps
             if logging:
@@ -351,7 +423,7 @@ def fit(
                     )
             if saving or sigterm:
                 manager.save(done, args=ocp.args.StandardSave(state))
-            bar.update(1)
+            bar.update(done - bar.n)
             if sigterm and done < num_steps:
                 manager.wait_until_finished()
                 manager.close()

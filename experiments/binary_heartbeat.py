@@ -51,6 +51,7 @@ class Config:
     checkpoint_every: int = 10_000
     log_every: int = 1_000
     max_skipped_in_a_row: int = 20
+    steps_per_call: int = 1  # > 1: that many steps per compiled call (lax.scan)
     num_figure_samples: int = 40
     num_validity_samples: int = 2_000
 
@@ -73,6 +74,7 @@ class Config:
             "checkpoint_every",
             "log_every",
             "max_skipped_in_a_row",
+            "steps_per_call",
             "num_figure_samples",
             "num_validity_samples",
         )
@@ -93,6 +95,7 @@ PRESETS = {
     ),
 }
 MUTABLE_KEYS = (
+    "steps_per_call",
     "max_skipped_in_a_row",
     "checkpoint_every",
     "log_every",

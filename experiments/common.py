@@ -168,6 +168,7 @@ def train_on_generator(module, config, workdir: Path, eval_only: bool, data):
     """
     keys = experiment_keys(config.seed)
     tx = module.make_optimizer(config)
+    loss = functools.partial(module.loss_fn, config)
     sample_batch = jax.jit(lambda k: data.sample(k, config.batch_size))
     state = training.train_or_restore(
         workdir=Path(workdir),
@@ -178,7 +179,13 @@ def train_on_generator(module, config, workdir: Path, eval_only: bool, data):
             module.init_params(config, keys["init"]), tx, keys["train"]
         ),
         eval_only=eval_only,
-        train_step=training.make_train_step(functools.partial(module.loss_fn, config), tx),
+        train_step=training.make_train_step(loss, tx),
+        multi_step=(
+            training.make_multi_step(loss, tx, config.steps_per_call)
+            if config.steps_per_call > 1
+            else None
+        ),
+        steps_per_call=config.steps_per_call,
         batch_fn=lambda step: sample_batch(jax.random.fold_in(keys["train_data"], step)),
         num_steps=config.train_steps,
         checkpoint_every=config.checkpoint_every,

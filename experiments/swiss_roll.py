@@ -70,6 +70,7 @@ class Config:
     checkpoint_every: int = 50_000
     log_every: int = 5_000
     max_skipped_in_a_row: int = 20
+    steps_per_call: int = 1  # > 1: that many steps per compiled call (lax.scan)
     num_figure_samples: int = 2_000
     ceiling_examples: int = 2_000
     ceiling_reference_size: int = 20_000
@@ -97,6 +98,7 @@ class Config:
             "checkpoint_every",
             "log_every",
             "max_skipped_in_a_row",
+            "steps_per_call",
             "num_figure_samples",
             "ceiling_examples",
             "ceiling_reference_size",
@@ -127,6 +129,7 @@ PRESETS = {
 # Keys that may change when a run is resumed: bookkeeping only (train_steps also sets the
 # learning-rate schedules, so changing it would change the run).
 MUTABLE_KEYS = (
+    "steps_per_call",
     "max_skipped_in_a_row",
     "checkpoint_every",
     "log_every",

@@ -245,3 +245,18 @@ def test_too_many_skips_in_a_row_stop_the_run_with_its_checkpoint_intact(tmp_pat
     restored = training.restore_latest(training.checkpoint_manager(tmp_path), template)
     assert int(restored.step) == 6 and int(restored.skipped) == 2
     assert np.isfinite(float(restored.params["w"]))
+
+
+def test_several_steps_per_call_train_the_same_model(tmp_path):
+    """steps_per_call = 7 (a lax.scan over steps, split at every log and checkpoint step)
+    gives the parameters of one step per call, and survives a kill like any run."""
+    one = sr.run(FAST, tmp_path / "one")
+    grouped = dataclasses.replace(FAST, steps_per_call=7)
+    many = sr.run(grouped, tmp_path / "many")
+    a, b = _final_state(tmp_path / "one", FAST), _final_state(tmp_path / "many", grouped)
+    assert int(a.step) == int(b.step) == FAST.train_steps
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(many["K"], one["K"], atol=1e-4)
+    lines = (tmp_path / "many" / training.METRICS_FILE).read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [20, 40, 60, 80, 100, 120]
