@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from dpm_jax import (
@@ -287,11 +288,21 @@ def evaluate(config: ImageConfig, params, scaling, test_source, key) -> dict:
     source = test_source if limit == len(test_source) else _Prefix(test_source, limit)
     bound = exact_bound_fn(config, params, scaling)
     batch_size = min(config.eval_batch_size, limit)
+    mesh = sharding.data_mesh()
+    split = batch_size % mesh.size == 0  # else every device evaluates the whole batch
+    if not split:
+        print(
+            f"note: evaluation batches of {batch_size} do not divide over {mesh.size} devices; "
+            "set eval_batch_size to a multiple of the device count to split them."
+        )
     ks, nulls = [], []
     batches = images.eval_batches(source, batch_size)
     total = images.num_eval_batches(limit, batch_size)
     for i, (pixels, valid) in enumerate(tqdm(batches, total=total, desc="exact K")):
-        k, null = bound(jnp.asarray(pixels), jax.random.fold_in(key, i))
+        placed = sharding.shard_batch(pixels, mesh) if split else jnp.asarray(pixels)
+        k, null = bound(placed, jax.random.fold_in(key, i))
+        if split:  # every process gets the whole batch's values
+            k, null = multihost_utils.process_allgather((k, null), tiled=True)
         ks.append(np.asarray(k, np.float64)[:valid])
         nulls.append(np.asarray(null, np.float64)[:valid])
     k, null = np.concatenate(ks), np.concatenate(nulls)

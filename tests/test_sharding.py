@@ -406,7 +406,7 @@ EXPERIMENT_RUN = textwrap.dedent(
     from experiments import dead_leaves
     config = dataclasses.replace(
         dead_leaves.PRESETS["small"], train_steps=3, checkpoint_every=3, log_every=1,
-        batch_size=16, num_samples=2, num_posterior_examples=2,
+        batch_size=16, num_samples=2, num_posterior_examples=2, eval_batch_size=8,
     )
     r = dead_leaves.run(config, sys.argv[1])
     print("RESULT " + json.dumps({"devices": jax.device_count(), "K": r["K"],
