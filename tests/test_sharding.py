@@ -431,3 +431,55 @@ def test_an_experiment_runs_unchanged_on_eight_devices(tmp_path):
         out[n] = _result(proc.stdout)
     assert out[1]["devices"] == 1 and out[8]["devices"] == 8 and "8 x" in out[8]["hardware"]
     np.testing.assert_allclose(out[8]["K"], out[1]["K"], rtol=1e-4)
+
+
+EXPERIMENT_TWO_PROCESSES = textwrap.dedent(
+    """
+    import dataclasses, json, sys
+    import jax
+    jax.config.update("jax_num_cpu_devices", 2)
+    from dpm_jax import sharding
+    port, pid, workdir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    sharding.initialize_distributed(f"localhost:{port}", 2, pid)
+    from experiments import dead_leaves
+    config = dataclasses.replace(
+        dead_leaves.PRESETS["small"], train_steps=3, checkpoint_every=3, log_every=1,
+        batch_size=16, num_samples=2, num_posterior_examples=2, eval_batch_size=8,
+    )
+    r = dead_leaves.run(config, workdir)
+    print("RESULT " + json.dumps({"K": r["K"], "devices": jax.device_count()}))
+    """
+)
+
+
+def test_an_experiment_runs_on_two_processes_sharing_a_workdir(tmp_path):
+    """Two hosts (processes) train and evaluate one run together: same K on both, one writer."""
+    port = _free_port()
+    workdir = tmp_path / "run"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", EXPERIMENT_TWO_PROCESSES, str(port), str(pid), str(workdir)],
+            cwd=ROOT,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for pid in range(2)
+    ]
+    outputs = []
+    try:
+        for proc in procs:
+            stdout, stderr = proc.communicate(timeout=300)
+            assert proc.returncode == 0, stderr[-4000:]
+            outputs.append(_result(stdout))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert outputs[0]["devices"] == 4 and outputs[0]["K"] == outputs[1]["K"]
+    saved = json.loads((workdir / "results.json").read_text())
+    assert saved["K"] == outputs[0]["K"] and saved["train_steps"] == 3
+    lines = (workdir / training.METRICS_FILE).read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [1, 2, 3]  # written once, not twice
