@@ -15,8 +15,6 @@ unpublished) and draws the inpainting figure (Fig. 5) with every evaluation.
 from __future__ import annotations
 
 import dataclasses
-import sys
-from pathlib import Path
 
 from dpm_jax.data import bark, images
 from experiments import common
@@ -62,17 +60,7 @@ PRESETS = {
     "small": Config(
         patch_size=8,
         num_train_patches=512,
-        diffusion_steps=20,
-        num_temporal_basis=4,
-        conv_features=8,
-        conv_layers=2,
-        num_scales=2,
-        upper_hidden=8,
-        batch_size=16,
-        train_steps=100,
-        checkpoint_every=50,
-        log_every=25,
-        num_samples=9,
+        **image_experiment.SMALL_GREY,
     ),
 }
 
@@ -100,20 +88,7 @@ def load_split(config: Config, split: str) -> images.ArraySource:
     return images.ArraySource(patches)
 
 
-def run(config: Config, workdir: Path, eval_only: bool = False) -> dict:
-    return image_experiment.run(sys.modules[__name__], config, workdir, eval_only)
-
-
-def figures(config: Config, workdir: Path) -> list[Path]:
-    return image_experiment.figures(sys.modules[__name__], config, workdir)
-
-
-def report(results: dict) -> str:
-    return image_experiment.report(sys.modules[__name__], results)
-
-
-def main(argv: list[str] | None = None) -> None:
-    common.main(sys.modules[__name__], argv)
+run, figures, report, main = image_experiment.entry_points(__name__)
 
 
 if __name__ == "__main__":

@@ -15,11 +15,8 @@ format (see docs/images.md).
 from __future__ import annotations
 
 import dataclasses
-import sys
-from pathlib import Path
 
 from dpm_jax.models import multiscale
-from experiments import common
 from experiments import images as image_experiment
 from experiments.mnist import SMALL
 
@@ -60,20 +57,7 @@ PRESETS = {
 }
 
 
-def run(config: Config, workdir: Path, eval_only: bool = False) -> dict:
-    return image_experiment.run(sys.modules[__name__], config, workdir, eval_only)
-
-
-def figures(config: Config, workdir: Path) -> list[Path]:
-    return image_experiment.figures(sys.modules[__name__], config, workdir)
-
-
-def report(results: dict) -> str:
-    return image_experiment.report(sys.modules[__name__], results)
-
-
-def main(argv: list[str] | None = None) -> None:
-    common.main(sys.modules[__name__], argv)
+run, figures, report, main = image_experiment.entry_points(__name__)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -444,6 +445,47 @@ def parzen_results(config: ImageConfig, params, scaling, train_source, test_sour
 
 # ----------------------------------------------------------------------------------------------
 # The run.
+
+
+#: A tiny grey-image configuration for CPU smoke runs (dead leaves, bark ``small`` presets).
+SMALL_GREY = {
+    "diffusion_steps": 20,
+    "num_temporal_basis": 4,
+    "conv_features": 8,
+    "conv_layers": 2,
+    "num_scales": 2,
+    "upper_hidden": 8,
+    "batch_size": 16,
+    "train_steps": 100,
+    "checkpoint_every": 50,
+    "log_every": 25,
+    "num_samples": 9,
+}
+
+
+def entry_points(module_name: str):
+    """``(run, figures, report, main)`` of the experiment module ``module_name``.
+
+    Each image experiment binds the shared :func:`run`, :func:`figures` and :func:`report`
+    and ``common.main`` to itself with ``run, figures, report, main = entry_points(__name__)``.
+    """
+
+    def module():
+        return sys.modules[module_name]
+
+    def run_module(config: ImageConfig, workdir: Path, eval_only: bool = False) -> dict:
+        return run(module(), config, workdir, eval_only)
+
+    def figures_module(config: ImageConfig, workdir: Path) -> list[Path]:
+        return figures(module(), config, workdir)
+
+    def report_module(results: dict) -> str:
+        return report(module(), results)
+
+    def main(argv: list[str] | None = None) -> None:
+        common.main(module(), argv)
+
+    return run_module, figures_module, report_module, main
 
 
 def run(module, config: ImageConfig, workdir: Path, eval_only: bool = False) -> dict:

@@ -250,12 +250,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.skipif(_gloo_missing() is not None, reason=str(_gloo_missing()))
-def test_two_processes_train_to_identical_parameters(tmp_path):
+def _run_two_processes(script: str, directory: Path, timeout: int) -> list[dict]:
+    """Runs ``script PORT PID DIRECTORY`` as processes 0 and 1; their RESULT dicts in order."""
     port = _free_port()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", TWO_PROCESSES, str(port), str(pid), str(tmp_path)],
+            [sys.executable, "-c", script, str(port), str(pid), str(directory)],
             cwd=ROOT,
             env=_env(),
             stdout=subprocess.PIPE,
@@ -267,7 +267,7 @@ def test_two_processes_train_to_identical_parameters(tmp_path):
     outputs = []
     try:
         for proc in procs:
-            stdout, stderr = proc.communicate(timeout=180)
+            stdout, stderr = proc.communicate(timeout=timeout)
             assert proc.returncode == 0, stderr[-4000:]
             outputs.append(_result(stdout))
     finally:
@@ -275,6 +275,12 @@ def test_two_processes_train_to_identical_parameters(tmp_path):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+    return outputs
+
+
+@pytest.mark.skipif(_gloo_missing() is not None, reason=str(_gloo_missing()))
+def test_two_processes_train_to_identical_parameters(tmp_path):
+    outputs = _run_two_processes(TWO_PROCESSES, tmp_path, timeout=180)
     first, second = outputs
     for pid, r in enumerate(outputs):
         assert r["initialized"] and r["process_index"] == pid and r["process_count"] == 2
@@ -452,32 +458,11 @@ EXPERIMENT_TWO_PROCESSES = textwrap.dedent(
 )
 
 
+@pytest.mark.skipif(_gloo_missing() is not None, reason=str(_gloo_missing()))
 def test_an_experiment_runs_on_two_processes_sharing_a_workdir(tmp_path):
     """Two hosts (processes) train and evaluate one run together: same K on both, one writer."""
-    port = _free_port()
     workdir = tmp_path / "run"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", EXPERIMENT_TWO_PROCESSES, str(port), str(pid), str(workdir)],
-            cwd=ROOT,
-            env=_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for pid in range(2)
-    ]
-    outputs = []
-    try:
-        for proc in procs:
-            stdout, stderr = proc.communicate(timeout=300)
-            assert proc.returncode == 0, stderr[-4000:]
-            outputs.append(_result(stdout))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    outputs = _run_two_processes(EXPERIMENT_TWO_PROCESSES, workdir, timeout=300)
     assert outputs[0]["devices"] == 4 and outputs[0]["K"] == outputs[1]["K"]
     saved = json.loads((workdir / "results.json").read_text())
     assert saved["K"] == outputs[0]["K"] and saved["train_steps"] == 3
