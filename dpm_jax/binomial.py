@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dpm_jax import likelihood
+from dpm_jax import chain, likelihood, terms
 from dpm_jax.schedules import Schedule, alpha_bar, beta
 from dpm_jax.shapes import event_sum, per_example, sample_timesteps, t_array
 from dpm_jax.validation import check_batch, is_concrete
@@ -131,29 +131,26 @@ def null_log_likelihood(x0: jax.Array, pi: float) -> jax.Array:
     return likelihood.nats_to_bits(event_sum(bernoulli_log_prob(x0, pi)))
 
 
-def endpoint_terms(schedule: Schedule, x0: jax.Array, pi: float) -> jax.Array:
-    """The non-KL part of the exact per-example bound, nats, shape (N,).
+def _expected_log_pi(m: jax.Array, pi: float) -> jax.Array:
+    """E[log B(x; pi)] for x ~ B(m), summed over the event axes, nats, (N,)."""
+    return event_sum(m * math.log(pi) + (1.0 - m) * math.log1p(-pi))
 
-    C(x0) = -H_q(X^(1)|x0) + H_q(X^(T)|x0) + log pi(x0) - E_q[log pi(x^(1))|x0]
-            + E_q[log pi(x^(T))|x0],
-    with p(x^(0) | x^(1)) of Eq. 44, which for the binomial kernel (reversible
-    with respect to B(pi)) is the forward kernel T_pi(x^(0) | x^(1); beta_1).
+
+def prior_term(schedule: Schedule, x0: jax.Array, pi: float) -> jax.Array:
+    """L_T = KL(q(x^(T) | x0) || B(pi)) = -H_q(X^(T) | x0) - E_q[log pi(x^(T)) | x0], nats, (N,)."""
+    m_T = marginal_rate(schedule, x0, schedule.num_steps, pi)
+    return -event_sum(bernoulli_entropy(m_T)) - _expected_log_pi(m_T, pi)
+
+
+def decoder_term(schedule: Schedule, x0: jax.Array, pi: float) -> jax.Array:
+    """L_0 = -E_q[log p(x0 | x^(1))] with Eq. 44's first step, nats per example, (N,).
+
+    The binomial kernel is reversible with respect to B(pi), so p(x^(0) | x^(1)) is the forward
+    kernel T_pi(x^(0) | x^(1); beta_1) and L_0 = H_q(X^(1) | x0) - log pi(x0) + E_q[log pi(x^(1))].
     """
-    num_steps = schedule.num_steps
     m_1 = marginal_rate(schedule, x0, 1, pi)
-    m_T = marginal_rate(schedule, x0, num_steps, pi)
-    log_pi1, log_pi0 = math.log(pi), math.log1p(-pi)
-
-    def expected_log_pi(m):
-        return event_sum(m * log_pi1 + (1.0 - m) * log_pi0)
-
-    return (
-        -event_sum(bernoulli_entropy(m_1))
-        + event_sum(bernoulli_entropy(m_T))
-        + event_sum(bernoulli_log_prob(x0, pi))
-        - expected_log_pi(m_1)
-        + expected_log_pi(m_T)
-    )
+    log_pi_x0 = event_sum(bernoulli_log_prob(x0, pi))
+    return event_sum(bernoulli_entropy(m_1)) - log_pi_x0 + _expected_log_pi(m_1, pi)
 
 
 def kl_term(schedule: Schedule, reverse_fn: RateFn, x0, x_t, t, pi: float) -> jax.Array:
@@ -165,6 +162,27 @@ def kl_term(schedule: Schedule, reverse_fn: RateFn, x0, x_t, t, pi: float) -> ja
     return event_sum(bernoulli_kl(target, model))
 
 
+def _kl_fn(schedule: Schedule, reverse_fn: RateFn, x0, pi: float) -> terms.KLFn:
+    def kl_fn(t, key):
+        return kl_term(schedule, reverse_fn, x0, q_sample(schedule, x0, t, pi, key), t, pi)
+
+    return kl_fn
+
+
+def bound_terms(
+    schedule: Schedule, reverse_fn: RateFn, x0: jax.Array, pi: float, key: chex.PRNGKey
+) -> terms.BoundTerms:
+    """L_T, sum_{t=2..T} L_{t-1} and L_0 per example (nats); one x^(t) per t and example."""
+    check_binary(x0)
+    check_rate(pi)
+    kl = terms.sum_over_steps(
+        _kl_fn(schedule, reverse_fn, x0, pi), schedule.num_steps, key, x0.shape[0], x0.dtype
+    )
+    return terms.BoundTerms(
+        prior=prior_term(schedule, x0, pi), kl=kl, decoder=decoder_term(schedule, x0, pi)
+    )
+
+
 def bound_exact(
     schedule: Schedule, reverse_fn: RateFn, x0: jax.Array, pi: float, key: chex.PRNGKey
 ) -> jax.Array:
@@ -172,19 +190,7 @@ def bound_exact(
 
     One forward sample x^(t) ~ q(x^(t) | x0) per t and example; the sum over t is exact.
     """
-    check_binary(x0)
-    check_rate(pi)
-    num_steps = schedule.num_steps
-    keys = jax.random.split(key, num_steps - 1)
-    ts = jnp.arange(2, num_steps + 1, dtype=jnp.int32)
-
-    def step(total, inputs):
-        t, k = inputs
-        x_t = q_sample(schedule, x0, t, pi, k)
-        return total + kl_term(schedule, reverse_fn, x0, x_t, t, pi), None
-
-    total_kl, _ = jax.lax.scan(step, jnp.zeros((x0.shape[0],), x0.dtype), (ts, keys))
-    return likelihood.nats_to_bits(endpoint_terms(schedule, x0, pi) - total_kl)
+    return terms.to_bits(bound_terms(schedule, reverse_fn, x0, pi, key))
 
 
 def kl_per_step(
@@ -198,16 +204,7 @@ def kl_per_step(
     """
     check_binary(x0)
     check_rate(pi)
-    num_steps = schedule.num_steps
-    keys = jax.random.split(key, num_steps - 1)
-    ts = jnp.arange(2, num_steps + 1, dtype=jnp.int32)
-
-    def one(inputs):
-        t, k = inputs
-        x_t = q_sample(schedule, x0, t, pi, k)
-        return jnp.mean(kl_term(schedule, reverse_fn, x0, x_t, t, pi))
-
-    return jax.lax.map(one, (ts, keys))
+    return terms.mean_per_step(_kl_fn(schedule, reverse_fn, x0, pi), schedule.num_steps, key)
 
 
 def bound_estimate(
@@ -230,7 +227,13 @@ def bound_estimate(
     t = sample_timesteps(key_t, x0.shape[0], num_steps, stratified)
     x_t = q_sample(schedule, x0, t, pi, key_x)
     kl = kl_term(schedule, reverse_fn, x0, x_t, t, pi)
-    return likelihood.nats_to_bits(endpoint_terms(schedule, x0, pi) - (num_steps - 1) * kl)
+    return terms.to_bits(
+        terms.BoundTerms(
+            prior=prior_term(schedule, x0, pi),
+            kl=(num_steps - 1) * kl,
+            decoder=decoder_term(schedule, x0, pi),
+        )
+    )
 
 
 def moment_matched_rates(schedule: Schedule, reference_x0: jax.Array, pi: float) -> RateFn:
@@ -292,9 +295,6 @@ def sample(
     trajectory of shape (T + 1, *shape) indexed by t).
     """
     check_rate(pi)
-    num_steps = schedule.num_steps
-    key_init, key_steps = jax.random.split(key)
-    keys = jax.random.split(key_steps, num_steps)
 
     def condition(rate):
         if factor_rate is not None:
@@ -303,19 +303,14 @@ def sample(
             rate = jnp.where(known_mask, known, rate)
         return rate
 
-    x_T = jax.random.bernoulli(key_init, condition(jnp.full(shape, pi))).astype(jnp.float32)
-    ts = jnp.arange(num_steps, 1, -1, dtype=jnp.int32)
+    def draw(k, rate):
+        return jax.random.bernoulli(k, condition(rate)).astype(jnp.float32)
 
-    def step(x, inputs):
-        t, k = inputs
-        rate = condition(reverse_fn(x, t_array(t, shape[0])))
-        x = jax.random.bernoulli(k, rate).astype(jnp.float32)
-        return x, x
-
-    x1, states = jax.lax.scan(step, x_T, (ts, keys[1:]))
-    last = condition(forward_rate(x1, schedule.betas[0], pi))
-    x0 = jax.random.bernoulli(keys[0], last).astype(jnp.float32)
-    if not return_trajectory:
-        return x0
-    trajectory = jnp.concatenate([x0[None], states[::-1], x_T[None]], axis=0)
-    return x0, trajectory
+    return chain.run(
+        lambda k: draw(k, jnp.full(shape, pi)),
+        lambda x, t, k: draw(k, reverse_fn(x, t_array(t, shape[0]))),
+        lambda x1, k: draw(k, forward_rate(x1, schedule.betas[0], pi)),
+        key,
+        schedule.num_steps,
+        return_trajectory=return_trajectory,
+    )

@@ -33,9 +33,9 @@ starting distribution p~(x^(T)) = pi(x^(T)) unchanged (``schedule_factor=True`` 
 the product with a Gaussian step has a closed form it is taken exactly (Sec. 2.5.3): the
 product of two Gaussians in :func:`denoise`, the clamp in :func:`inpaint`.
 
-Each sampler is one ``jax.lax.scan`` over t = T..2 with ``reverse_fn`` followed by the fixed
-last step of Eq. 44, as :func:`dpm_jax.gaussian.sample`, and draws its noise from the same key
-streams: with a factor that is identically 1 (``noise_var = inf``, an all-False mask, a zero
+Each sampler is a kernel transform on the one Gaussian chain (:func:`dpm_jax.gaussian.sample_chain`
+on :func:`dpm_jax.chain.run`), the chain of :func:`dpm_jax.gaussian.sample`, and draws its
+noise from the same key streams: with a factor that is identically 1 (``noise_var = inf``, an all-False mask, a zero
 gradient) each factor method returns exactly the unconditioned sample of the same key.
 :func:`denoise_exact` scans the same t = T..2 but skips (``lax.cond``) the steps above t*.
 
@@ -65,7 +65,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dpm_jax.gaussian import Kernel, ReverseFn, first_step_kernel
+from dpm_jax.gaussian import Kernel, ReverseFn, sample_chain
 from dpm_jax.schedules import Schedule, alpha_bar
 from dpm_jax.shapes import t_array
 from dpm_jax.validation import check_batch, is_concrete
@@ -149,78 +149,6 @@ def guided_kernel(kernel: Kernel, grad_log_r: jax.Array) -> Kernel:
             f"{grad_log_r.shape}. grad_log_r_fn(x, t) must return an array shaped like x."
         )
     return Kernel(mean=kernel.mean + kernel.var * grad_log_r, var=kernel.var)
-
-
-# ----------------------------------------------------------------------------------------------
-# The chain.
-
-
-def _checked(kernel: Kernel, x: jax.Array, what: str) -> Kernel:
-    if kernel.mean.shape != x.shape:
-        raise ValueError(
-            f"{what} returned a kernel mean of shape {kernel.mean.shape} for x of shape "
-            f"{x.shape}; the mean and variance must have the shape of x."
-        )
-    return Kernel(kernel.mean, jnp.broadcast_to(kernel.var, x.shape))
-
-
-def _chain(
-    schedule: Schedule,
-    reverse_fn: ReverseFn,
-    key: chex.PRNGKey,
-    init: Callable[[chex.PRNGKey], jax.Array],
-    condition: Callable[[Kernel, jax.Array], Kernel],
-    clamp: Callable[[jax.Array], jax.Array],
-    return_trajectory: bool,
-    start_step: jax.Array | None = None,
-):
-    """x^(T) = init(key); for t = T..1, x^(t-1) = clamp(draw from condition(kernel_t, t - 1)).
-
-    kernel_t is reverse_fn(x^(t), t) for t >= 2 and Eq. 44's for t = 1. Same key usage as
-    :func:`dpm_jax.gaussian.sample`. With ``start_step`` (an int32 scalar in 1..T, may be
-    traced), ``init`` gives x^(start_step) instead and the steps t > start_step are skipped
-    (``lax.cond``: not evaluated, the state is carried unchanged), so trajectory[t] =
-    x^(start_step) for t >= start_step; one compilation serves every start_step.
-    """
-    num_steps = schedule.num_steps
-    key_init, key_steps = jax.random.split(key)
-    x_T = init(key_init)
-    shape = x_T.shape
-    keys = jax.random.split(key_steps, num_steps)
-    ts = jnp.arange(num_steps, 1, -1, dtype=jnp.int32)
-
-    def draw(kernel, k):
-        noise = jax.random.normal(k, shape, x_T.dtype)
-        return clamp(kernel.mean + jnp.sqrt(kernel.var) * noise)
-
-    def reverse_step(x, t, k):
-        kernel = _checked(reverse_fn(x, t_array(t, shape[0])), x, "reverse_fn")
-        return draw(condition(kernel, t - 1), k).astype(x_T.dtype)
-
-    def step(x, inputs):
-        t, k = inputs
-        if start_step is None:
-            x = reverse_step(x, t, k)
-        else:
-            x = jax.lax.cond(t <= start_step, reverse_step, lambda x, t, k: x, x, t, k)
-        return x, x
-
-    x1, states = jax.lax.scan(step, x_T, (ts, keys[1:]))
-    x0 = draw(condition(first_step_kernel(schedule, x1), jnp.int32(0)), keys[0])
-    x0 = x0.astype(x_T.dtype)
-    if not return_trajectory:
-        return x0
-    # states[i] is x^(T-1-i); reverse so that trajectory[t] = x^(t).
-    trajectory = jnp.concatenate([x0[None], states[::-1], x_T[None]], axis=0)
-    return x0, trajectory
-
-
-def _identity(x):
-    return x
-
-
-def _no_factor(kernel: Kernel, s) -> Kernel:
-    return kernel
 
 
 # ----------------------------------------------------------------------------------------------
@@ -376,7 +304,9 @@ def denoise(
         weight = factor_exponent(num_steps, s, schedule_factor)
         return gaussian_product_kernel(kernel, y, noise_var, weight)
 
-    return _chain(schedule, reverse_fn, key, init, condition, _identity, return_trajectory)
+    return sample_chain(
+        schedule, reverse_fn, key, init, transform=condition, return_trajectory=return_trajectory
+    )
 
 
 def matched_step(schedule: Schedule, noise_var) -> tuple[jax.Array, jax.Array]:
@@ -496,15 +426,8 @@ def denoise_exact(
         eps = jax.random.normal(k, y.shape, y.dtype)
         return (jnp.sqrt(ab_star) * y + jnp.sqrt(extra_var) * eps).astype(y.dtype)
 
-    return _chain(
-        schedule,
-        reverse_fn,
-        key,
-        init,
-        _no_factor,
-        _identity,
-        return_trajectory,
-        start_step=t_star,
+    return sample_chain(
+        schedule, reverse_fn, key, init, start_step=t_star, return_trajectory=return_trajectory
     )
 
 
@@ -548,7 +471,15 @@ def inpaint(
     def clamp(x):
         return jnp.where(known_mask, x_known, x)
 
-    return _chain(schedule, reverse_fn, key, init, condition, clamp, return_trajectory)
+    return sample_chain(
+        schedule,
+        reverse_fn,
+        key,
+        init,
+        transform=condition,
+        clamp=clamp,
+        return_trajectory=return_trajectory,
+    )
 
 
 def guided_sample(
@@ -603,4 +534,6 @@ def guided_sample(
         weight = scale * factor_exponent(num_steps, s, schedule_factor)
         return guided_kernel(kernel, (weight * grad).astype(kernel.mean.dtype))
 
-    return _chain(schedule, reverse_fn, key, init, condition, _identity, return_trajectory)
+    return sample_chain(
+        schedule, reverse_fn, key, init, transform=condition, return_trajectory=return_trajectory
+    )

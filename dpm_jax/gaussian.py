@@ -23,7 +23,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from dpm_jax import likelihood
+from dpm_jax import chain, discretized, terms
 from dpm_jax.schedules import Schedule, alpha_bar, beta
 from dpm_jax.shapes import event_size, event_sum, per_example, sample_timesteps, t_array
 from dpm_jax.validation import check_batch, warn_if_not_unit_variance
@@ -59,23 +59,33 @@ def q_sample(schedule: Schedule, x0: jax.Array, t: jax.Array, noise: jax.Array) 
     return jnp.sqrt(ab) * x0 + jnp.sqrt(1.0 - ab) * noise
 
 
+def posterior_coefficients(schedule: Schedule, t: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(a_t, c_t) of the posterior mean a_t x0 + c_t x_t of q(x^(t-1) | x^(t), x0), shape of t.
+
+    a_t = sqrt(abar_{t-1}) beta_t / (1 - abar_t), c_t = sqrt(1 - beta_t)(1 - abar_{t-1}) /
+    (1 - abar_t) (DDPM Eq. 7). At t = 1, a_1 = 1 and c_1 = 0.
+    """
+    b, ab_t, ab_prev = beta(schedule, t), alpha_bar(schedule, t), alpha_bar(schedule, t - 1)
+    denom = 1.0 - ab_t
+    return jnp.sqrt(ab_prev) * b / denom, jnp.sqrt(1.0 - b) * (1.0 - ab_prev) / denom
+
+
+def posterior_variance(schedule: Schedule, t: jax.Array) -> jax.Array:
+    """beta~_t = beta_t (1 - abar_{t-1}) / (1 - abar_t), shape of t (0 at t = 1; DDPM Eq. 7)."""
+    return beta(schedule, t) * (1.0 - alpha_bar(schedule, t - 1)) / (1.0 - alpha_bar(schedule, t))
+
+
 def q_posterior(schedule: Schedule, x0: jax.Array, x_t: jax.Array, t: jax.Array) -> Kernel:
     """The forward posterior q(x^(t-1) | x^(t), x^(0)) for t in 1..T (the target of Eq. 14's KL).
 
-    By Bayes' rule it is Gaussian with
-      var  = beta_t (1 - abar_{t-1}) / (1 - abar_t),
-      mean = sqrt(abar_{t-1}) beta_t / (1 - abar_t) x0 + sqrt(1 - beta_t) (1 - abar_{t-1}) / (1 - abar_t) x_t.
+    By Bayes' rule it is Gaussian with mean a_t x0 + c_t x_t (:func:`posterior_coefficients`)
+    and variance beta~_t (:func:`posterior_variance`).
     """
     chex.assert_equal_shape([x0, x_t])
     t = t_array(t, x0.shape[0])
-    b = per_example(beta(schedule, t), x0)
-    ab_t = per_example(alpha_bar(schedule, t), x0)
-    ab_prev = per_example(alpha_bar(schedule, t - 1), x0)
-    denom = 1.0 - ab_t
-    mean = (jnp.sqrt(ab_prev) * b / denom) * x0 + (
-        jnp.sqrt(1.0 - b) * (1.0 - ab_prev) / denom
-    ) * x_t
-    var = b * (1.0 - ab_prev) / denom
+    a, c = posterior_coefficients(schedule, t)
+    mean = per_example(a, x0) * x0 + per_example(c, x0) * x_t
+    var = per_example(posterior_variance(schedule, t), x0)
     return Kernel(mean=mean, var=jnp.broadcast_to(var, x0.shape))
 
 
@@ -179,33 +189,54 @@ def _expected_log_prior(x0_sq: jax.Array, ab: jax.Array, dim: int) -> jax.Array:
     return -0.5 * dim * _LOG_2PI - 0.5 * expected_sq
 
 
-def endpoint_terms(schedule: Schedule, x0: jax.Array) -> jax.Array:
-    """The non-KL part of the exact per-example bound, in nats, shape (N,).
+def prior_term(schedule: Schedule, x0: jax.Array) -> jax.Array:
+    """L_T = KL(q(x^(T) | x0) || pi) for pi = N(0, I), nats per example, shape (N,).
 
-    With p(x^(0) | x^(1)) defined by Eq. 44, the bound of Eqs. 12-14 for one
-    example is K(x0) = -sum_{t=2..T} E[KL_t] + C(x0), where
+    Closed form: H_q(X^(T) | x0) + E_q[log pi(x^(T)) | x0] with a minus sign; about 1e-5
+    bits/dim for DDPM's schedule (DDPM Sec. 4).
+    """
+    d = event_size(x0)
+    ab_T = schedule.alphas_cumprod[-1]
+    h_T = d * gaussian_entropy(1.0 - ab_T)
+    return -h_T - _expected_log_prior(event_sum(jnp.square(x0)), ab_T, d)
 
-      C(x0) = -H_q(X^(1) | x0) + H_q(X^(T) | x0)
-              + log pi(x0) - E_q[log pi(x^(1)) | x0] + E_q[log pi(x^(T)) | x0].
 
-    Eq. 14 replaces the pi terms by -H_p(X^(T)), which is the same only on
-    average over data of exactly unit variance; this form is a valid bound for
-    every example. All terms are closed-form for pi = N(0, I).
+def continuous_decoder_term(schedule: Schedule, x0: jax.Array) -> jax.Array:
+    """L_0 = -E_q[log p(x0 | x^(1))] with Eq. 44's fixed first step, nats per example, (N,).
+
+    p(x^(0) | x^(1)) = q(x^(1) | x^(0)) pi(x^(0)) / pi(x^(1)) (Eq. 44: the Gaussian kernel is
+    reversible with respect to pi = N(0, I)), so the expectation is closed-form:
+
+      L_0 = H_q(X^(1) | x0) - log pi(x0) + E_q[log pi(x^(1)) | x0].
+
+    With :func:`prior_term` this is the exact per-example form of Eq. 14's entropy terms,
+    a valid bound for every example whatever its scale (Eq. 14 itself equals it only on
+    average over data of exactly unit variance). A density on continuous x0.
     """
     d = event_size(x0)
     x0_sq = event_sum(jnp.square(x0))
     ab_1 = schedule.alphas_cumprod[0]
-    ab_T = schedule.alphas_cumprod[-1]
-    h_1 = d * gaussian_entropy(1.0 - ab_1)
-    h_T = d * gaussian_entropy(1.0 - ab_T)
     log_pi_x0 = -0.5 * d * _LOG_2PI - 0.5 * x0_sq
-    return (
-        -h_1
-        + h_T
-        + log_pi_x0
-        - _expected_log_prior(x0_sq, ab_1, d)
-        + _expected_log_prior(x0_sq, ab_T, d)
-    )
+    return d * gaussian_entropy(1.0 - ab_1) - log_pi_x0 + _expected_log_prior(x0_sq, ab_1, d)
+
+
+def discretized_decoder_term(
+    schedule: Schedule,
+    reverse_fn: ReverseFn,
+    x0: jax.Array,
+    noise: jax.Array,
+    bins: discretized.PixelBins,
+) -> jax.Array:
+    """L_0 = -log p(x0 | x^(1)) at one x^(1) = q_sample(x0, 1, noise), DDPM's discretised
+    Gaussian decoder (Sec. 3.3) on the model's kernel at t = 1, nats per example, (N,).
+
+    x0 must lie on the bin centres of ``bins``; the bound is then a codelength of the
+    discrete data (no dequantisation, no Jacobian).
+    """
+    x1 = q_sample(schedule, x0, jnp.ones((x0.shape[0],), jnp.int32), noise)
+    model = reverse_fn(x1, jnp.ones((x0.shape[0],), jnp.int32))
+    chex.assert_equal_shape([model.mean, model.var, x0])
+    return -event_sum(discretized.log_prob(x0, model.mean, model.var, bins))
 
 
 def kl_term(
@@ -223,31 +254,74 @@ def kl_term(
     return event_sum(gaussian_kl(target, model))
 
 
+def _kl_fn(schedule: Schedule, reverse_fn: ReverseFn, x0: jax.Array) -> terms.KLFn:
+    """The KL term at t with x^(t) drawn from the key (the scan body of every exact bound)."""
+
+    def kl_fn(t, key):
+        return kl_term(schedule, reverse_fn, x0, t, jax.random.normal(key, x0.shape, x0.dtype))
+
+    return kl_fn
+
+
+def _decoder_term(
+    schedule: Schedule,
+    reverse_fn: ReverseFn,
+    x0: jax.Array,
+    key: chex.PRNGKey,
+    bins: discretized.PixelBins | None,
+) -> jax.Array:
+    """L_0 by the chosen decoder: Eq. 44's (``bins`` None) or DDPM's discretised one."""
+    if bins is None:
+        return continuous_decoder_term(schedule, x0)
+    noise = jax.random.normal(key, x0.shape, x0.dtype)
+    return discretized_decoder_term(schedule, reverse_fn, x0, noise, bins)
+
+
+def bound_terms(
+    schedule: Schedule,
+    reverse_fn: ReverseFn,
+    x0: jax.Array,
+    key: chex.PRNGKey,
+    *,
+    bins: discretized.PixelBins | None = None,
+) -> terms.BoundTerms:
+    """L_T, sum_{t=2..T} L_{t-1} and L_0 per example (:class:`dpm_jax.terms.BoundTerms`, nats).
+
+    Every KL term t = 2..T at one forward sample x^(t) ~ q(x^(t) | x0) per t and example (a
+    lax.scan; keys split from ``key``), so the sum over t is exact and the only randomness is
+    over x^(t). The decoder: Eq. 44's closed form (``bins=None``, a density on continuous
+    x0) or DDPM's discretised Gaussian (``bins``, a probability of discrete x0; its x^(1) is
+    drawn with ``fold_in(key, T)``).
+    """
+    check_batch(x0)
+    if bins is None:
+        warn_if_not_unit_variance(x0)
+    num_steps = schedule.num_steps
+    kl = terms.sum_over_steps(
+        _kl_fn(schedule, reverse_fn, x0), num_steps, key, x0.shape[0], x0.dtype
+    )
+    decoder = _decoder_term(schedule, reverse_fn, x0, jax.random.fold_in(key, num_steps), bins)
+    return terms.BoundTerms(prior=prior_term(schedule, x0), kl=kl, decoder=decoder)
+
+
 def bound_exact(
-    schedule: Schedule, reverse_fn: ReverseFn, x0: jax.Array, key: chex.PRNGKey
+    schedule: Schedule,
+    reverse_fn: ReverseFn,
+    x0: jax.Array,
+    key: chex.PRNGKey,
+    *,
+    bins: discretized.PixelBins | None = None,
 ) -> jax.Array:
     """The bound K of Eq. 14 for each example, summing the KL terms of **all** t = 2..T.
 
-    One forward sample x^(t) ~ q(x^(t) | x0) per t and example (a lax.scan over
-    t; compile time does not grow with T), so the value is an unbiased estimate
-    of K(x0) whose only randomness is over x^(t); the sum over t is exact.
+    The sum of :func:`bound_terms`: an unbiased estimate of K(x0) whose only randomness is
+    over the forward samples x^(t); the sum over t is exact.
 
     Returns:
-      K in bits per example, shape (N,). It is a lower bound on log2 p(x0).
+      K in bits per example, shape (N,). It is a lower bound on log2 p(x0) (a density for the
+      continuous decoder, a probability of the bins for the discretised one).
     """
-    check_batch(x0)
-    warn_if_not_unit_variance(x0)
-    num_steps = schedule.num_steps
-    keys = jax.random.split(key, num_steps - 1)
-    ts = jnp.arange(2, num_steps + 1, dtype=jnp.int32)
-
-    def step(total, inputs):
-        t, k = inputs
-        noise = jax.random.normal(k, x0.shape, x0.dtype)
-        return total + kl_term(schedule, reverse_fn, x0, t, noise), None
-
-    total_kl, _ = jax.lax.scan(step, jnp.zeros((x0.shape[0],), x0.dtype), (ts, keys))
-    return likelihood.nats_to_bits(endpoint_terms(schedule, x0) - total_kl)
+    return terms.to_bits(bound_terms(schedule, reverse_fn, x0, key, bins=bins))
 
 
 def kl_per_step(
@@ -255,22 +329,13 @@ def kl_per_step(
 ) -> jax.Array:
     """The mean over examples of each KL term of Eq. 14, nats per example, shape (T - 1,), t = 2..T.
 
-    Uses the same forward samples as :func:`bound_exact` with the same key, so
-    two reverse models evaluated with one key are compared on identical x^(t).
-    Where a bound loses its bits, step by step.
+    Uses the same forward samples as :func:`bound_exact` with the same key, so two reverse
+    models evaluated with one key are compared on identical x^(t). Where a bound loses its
+    bits, step by step.
     """
     check_batch(x0)
     warn_if_not_unit_variance(x0)
-    num_steps = schedule.num_steps
-    keys = jax.random.split(key, num_steps - 1)
-    ts = jnp.arange(2, num_steps + 1, dtype=jnp.int32)
-
-    def one(inputs):
-        t, k = inputs
-        noise = jax.random.normal(k, x0.shape, x0.dtype)
-        return jnp.mean(kl_term(schedule, reverse_fn, x0, t, noise))
-
-    return jax.lax.map(one, (ts, keys))
+    return terms.mean_per_step(_kl_fn(schedule, reverse_fn, x0), schedule.num_steps, key)
 
 
 def bound_estimate(
@@ -280,23 +345,28 @@ def bound_estimate(
     key: chex.PRNGKey,
     *,
     stratified: bool = False,
+    bins: discretized.PixelBins | None = None,
 ) -> jax.Array:
     """A one-t stochastic estimate of K per example, for training, bits, shape (N,).
 
-    Each example draws its own t ~ U{2..T} and x^(t); the KL is weighted by
-    T - 1, the number of terms in Eq. 14's sum, so the estimate is unbiased.
-    (The 2015 code weights by T, a small conservative bias.) Never report it
-    as the exact K. ``stratified`` spreads t evenly over the batch (see
-    :func:`dpm_jax.shapes.sample_timesteps`); each example stays unbiased.
+    Each example draws its own t ~ U{2..T} and x^(t); the KL is weighted by T - 1, the
+    number of terms in Eq. 14's sum, so the estimate is unbiased. (The 2015 code weights by
+    T, a small conservative bias.) Never report it as the exact K. ``stratified`` spreads t
+    evenly over the batch (see :func:`dpm_jax.shapes.sample_timesteps`); each example stays
+    unbiased. The prior and decoder terms are added whole (``bins`` as :func:`bound_terms`).
     """
     check_batch(x0)
-    warn_if_not_unit_variance(x0)
+    if bins is None:
+        warn_if_not_unit_variance(x0)
     num_steps = schedule.num_steps
     key_t, key_noise = jax.random.split(key)
     t = sample_timesteps(key_t, x0.shape[0], num_steps, stratified)
     noise = jax.random.normal(key_noise, x0.shape, x0.dtype)
     kl = kl_term(schedule, reverse_fn, x0, t, noise)
-    return likelihood.nats_to_bits(endpoint_terms(schedule, x0) - (num_steps - 1) * kl)
+    decoder = _decoder_term(schedule, reverse_fn, x0, jax.random.fold_in(key, 1), bins)
+    return terms.to_bits(
+        terms.BoundTerms(prior=prior_term(schedule, x0), kl=(num_steps - 1) * kl, decoder=decoder)
+    )
 
 
 def entropy_bounds(schedule: Schedule) -> tuple[jax.Array, jax.Array]:
@@ -326,43 +396,108 @@ def first_step_kernel(schedule: Schedule, x1: jax.Array) -> Kernel:
     return Kernel(mean=jnp.sqrt(1.0 - b1) * x1, var=jnp.full_like(x1, b1))
 
 
+def _checked(kernel: Kernel, x: jax.Array) -> Kernel:
+    if kernel.mean.shape != x.shape:
+        raise ValueError(
+            f"reverse_fn returned a kernel mean of shape {kernel.mean.shape} for x of shape "
+            f"{x.shape}; the mean and variance must have the shape of x."
+        )
+    return Kernel(kernel.mean, jnp.broadcast_to(kernel.var, x.shape))
+
+
+def _no_transform(kernel: Kernel, s) -> Kernel:
+    return kernel
+
+
+def _identity(x: jax.Array) -> jax.Array:
+    return x
+
+
+#: The last step x^(1) -> x^(0): Eq. 44's fixed kernel (the 2015 model), a draw from the
+#: model's kernel at t = 1, or its mean without noise (DDPM's displayed samples, Sec. 3.2).
+FINAL_STEPS = ("eq44", "model", "model_mean")
+
+
+def sample_chain(
+    schedule: Schedule,
+    reverse_fn: ReverseFn,
+    key: chex.PRNGKey,
+    init: Callable[[chex.PRNGKey], jax.Array],
+    *,
+    transform: Callable[[Kernel, jax.Array], Kernel] = _no_transform,
+    clamp: Callable[[jax.Array], jax.Array] = _identity,
+    final: str = "eq44",
+    start_step: jax.Array | None = None,
+    return_trajectory: bool = False,
+):
+    """The Gaussian reverse chain on :func:`dpm_jax.chain.run`, with a kernel transform.
+
+    x^(T) = init(key); x^(t-1) = clamp(a draw from transform(kernel_t, t - 1)) where kernel_t
+    is reverse_fn(x^(t), t) for t >= 2 and the ``final`` step's kernel at t = 1. A
+    ``transform`` multiplies each step by a factor (the posterior samplers of
+    :mod:`dpm_jax.conditioning`); its second argument is the index s = t - 1 of the state
+    drawn. States keep ``init``'s dtype. ``start_step``: see :func:`dpm_jax.chain.run`.
+    """
+    if final not in FINAL_STEPS:
+        raise ValueError(f"final must be one of {FINAL_STEPS}, got {final!r}.")
+
+    def draw(kernel: Kernel, s, k, like: jax.Array, noiseless: bool = False) -> jax.Array:
+        kernel = transform(kernel, s)
+        if noiseless:
+            return clamp(kernel.mean).astype(like.dtype)
+        noise = jax.random.normal(k, like.shape, like.dtype)
+        return clamp(kernel.mean + jnp.sqrt(kernel.var) * noise).astype(like.dtype)
+
+    def step_fn(x, t, k):
+        return draw(_checked(reverse_fn(x, t_array(t, x.shape[0])), x), t - 1, k, x)
+
+    def final_fn(x1, k):
+        if final == "eq44":
+            kernel = first_step_kernel(schedule, x1)
+        else:
+            kernel = _checked(reverse_fn(x1, t_array(1, x1.shape[0])), x1)
+        return draw(kernel, jnp.int32(0), k, x1, noiseless=final == "model_mean")
+
+    return chain.run(
+        init,
+        step_fn,
+        final_fn,
+        key,
+        schedule.num_steps,
+        start_step=start_step,
+        return_trajectory=return_trajectory,
+    )
+
+
 def sample(
     schedule: Schedule,
     reverse_fn: ReverseFn,
     key: chex.PRNGKey,
     shape: tuple[int, ...],
     *,
+    final: str = "eq44",
     return_trajectory: bool = False,
 ):
     """Ancestral sampling x^(T) ~ pi, x^(t-1) ~ p(x^(t-1) | x^(t)) for t = T..1 (Eq. 5).
 
-    One lax.scan over t = T..2 with ``reverse_fn``; the last step uses Eq. 44.
+    One lax.scan over t = T..2 with ``reverse_fn``; the last step by ``final`` (Eq. 44 by
+    default; see :data:`FINAL_STEPS`). For respaced sampling pass the schedule and the
+    reverse_fn of :func:`dpm_jax.chain.respace` and
+    :func:`dpm_jax.parameterisation.make_reverse_fn`.
 
     Args:
-      shape: (N, *event) of the samples.
+      shape: (N, *event) of the samples (float32).
       return_trajectory: also return every state, shape (T + 1, N, *event),
         indexed by t (trajectory[0] is x^(0), trajectory[T] is x^(T)).
 
     Returns:
       x^(0) of shape ``shape``, or (x^(0), trajectory).
     """
-    num_steps = schedule.num_steps
-    key_init, key_steps = jax.random.split(key)
-    x_T = jax.random.normal(key_init, shape, jnp.float32)
-    keys = jax.random.split(key_steps, num_steps)
-    ts = jnp.arange(num_steps, 1, -1, dtype=jnp.int32)
-
-    def step(x, inputs):
-        t, k = inputs
-        kernel = reverse_fn(x, t_array(t, shape[0]))
-        x = kernel.mean + jnp.sqrt(kernel.var) * jax.random.normal(k, shape, x.dtype)
-        return x, x
-
-    x1, states = jax.lax.scan(step, x_T, (ts, keys[1:]))
-    last = first_step_kernel(schedule, x1)
-    x0 = last.mean + jnp.sqrt(last.var) * jax.random.normal(keys[0], shape, x1.dtype)
-    if not return_trajectory:
-        return x0
-    # states[i] is x^(T-1-i); reverse so that trajectory[t] = x^(t).
-    trajectory = jnp.concatenate([x0[None], states[::-1], x_T[None]], axis=0)
-    return x0, trajectory
+    return sample_chain(
+        schedule,
+        reverse_fn,
+        key,
+        lambda k: jax.random.normal(k, shape, jnp.float32),
+        final=final,
+        return_trajectory=return_trajectory,
+    )
