@@ -52,7 +52,7 @@ def test_output_shapes(preset, dense_hidden, num_scales):
 
 
 def test_reference_parameter_counts():
-    # reference-code-2015.md section 2.5; untied conv biases are (F, W+2, W+2) as in Blocks.
+    # The released code (Sohl-Dickstein/Diffusion-Probabilistic-Models @ de92b57); untied conv biases are (F, W+2, W+2) as in Blocks.
     mnist = reference_code_network(1000, **REFERENCE_MNIST_SIZES)
     assert _num_params(mnist, (28, 28, 1)) == 1_762_928
     cifar = reference_code_network(1000, **REFERENCE_CIFAR10_SIZES)

@@ -28,7 +28,7 @@ def test_binomial_schedule_is_one_over_t_minus_t_plus_one():
 
 
 def test_reference_code_schedule_matches_the_released_code_values():
-    """Values computed from the 2015 code's formula for T = 1000 (reference-code digest, Sec. 1.2)."""
+    """Values computed from the 2015 code's formula for T = 1000 (Sohl-Dickstein/Diffusion-Probabilistic-Models @ de92b57, ``generate_beta_arr``)."""
     sch = schedules.reference_code_schedule(1000)
     b = np.asarray(sch.betas)
     np.testing.assert_allclose(b[0], 0.00199999, rtol=1e-4)

@@ -22,7 +22,7 @@ pixel / 255 in [0, 1] (the default).
 Split. ``load_bark_split`` holds out the last ``num_test_per_class`` images (default 4, a
 90 / 10 split of the 40 images per UIUC class) of each class, in the order above, for test;
 test patches therefore never come from training images. The paper's image size, patch size,
-number of images and split are unpublished (UNCONFIRMED in shared/reference/papers.md);
+number of images and split are unpublished (the paper does not give them);
 this split is the project's choice.
 
 Patches. Training uses ``random_patches`` (random images and positions, seeded); evaluation

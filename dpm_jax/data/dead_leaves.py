@@ -34,7 +34,7 @@ the test set never overlaps the training set and does not change with ``num_trai
 Defaults (``DeadLeavesConfig()``): 32 x 32 images, r_min = 1 px, r_max = 32 px,
 alpha = 3. These are *this project's choice*: the paper uses dead-leaves data "identical"
 to Theis et al. 2012, whose generator parameters, image size, number of images and split
-are unpublished (UNCONFIRMED in shared/reference/papers.md). For larger images cut into
+are unpublished (neither paper gives them). For larger images cut into
 patches, ``dpm_jax.data.bark.random_patches`` and ``grid_patches`` accept these images too.
 
 Speed (numpy, one CPU core shared with other work): about 1.4 ms per default 32 x 32

@@ -10,8 +10,8 @@ applied by the caller.
 Two presets: :func:`paper_network` (softplus conv units, tanh dense units, tied conv
 biases, one nonlinearity after the sum over scales, as App. D.2.1 describes) and
 :func:`reference_code_network` (leaky ReLU with slope 0.05 everywhere, untied per-location
-conv biases, a nonlinearity per scale, as in the released code; see
-shared/reference/reference-code-2015.md section 2).
+conv biases, a nonlinearity per scale, as in the released code: github.com/Sohl-Dickstein/
+Diffusion-Probabilistic-Models @ de92b57, ``regression.py`` and ``model.py``).
 """
 
 from __future__ import annotations
