@@ -167,42 +167,23 @@ def test_predictions_of_x0_and_eps_for_every_mean_type():
         np.testing.assert_allclose(pz.predict_eps(param, sch, x_t, t, out), eps, atol=3e-3)
 
 
+def _kernel_of(var: str, output):
+    """The kernel of an eps model with variance type ``var`` for x of shape (2, 3) at t = 3."""
+    sch = schedules.linear_schedule(T)
+    return lambda: pz.kernel(
+        pz.Parameterisation("epsilon", var), sch, jnp.zeros((2, 3)), _t(2, 3), output
+    )
+
+
 @pytest.mark.parametrize(
     "make, match",
     [
         (lambda: pz.Parameterisation("eps", "fixed_large"), "mean must be one of"),
         (lambda: pz.Parameterisation("epsilon", "large"), "var must be one of"),
         (lambda: pz.from_readout("tanh"), "unknown readout"),
-        (
-            lambda: pz.kernel(
-                pz.Parameterisation("epsilon", "learned_range"),
-                schedules.linear_schedule(T),
-                jnp.zeros((2, 3)),
-                _t(2, 3),
-                jnp.zeros((2, 3)),
-            ),
-            "needs the model to return",
-        ),
-        (
-            lambda: pz.kernel(
-                pz.Parameterisation("epsilon", "fixed_small"),
-                schedules.linear_schedule(T),
-                jnp.zeros((2, 3)),
-                _t(2, 3),
-                (jnp.zeros((2, 3)), jnp.zeros((2, 3))),
-            ),
-            "is fixed",
-        ),
-        (
-            lambda: pz.kernel(
-                pz.Parameterisation("epsilon", "fixed_small"),
-                schedules.linear_schedule(T),
-                jnp.zeros((2, 3)),
-                _t(2, 3),
-                jnp.zeros((2, 6)),
-            ),
-            "shaped like its input",
-        ),
+        (_kernel_of("learned_range", jnp.zeros((2, 3))), "needs the model to return"),
+        (_kernel_of("fixed_small", (jnp.zeros((2, 3)), jnp.zeros((2, 3)))), "is fixed"),
+        (_kernel_of("fixed_small", jnp.zeros((2, 6))), "shaped like its input"),
     ],
 )
 def test_bad_parameterisations_and_outputs_get_clear_errors(make, match):
