@@ -17,7 +17,7 @@ import time
 
 import jax
 
-from dpm_jax import binomial, schedules, training
+from dpm_jax import binomial, schedules, train_state
 from dpm_jax.data import Heartbeat
 from experiments import binary_heartbeat as hb
 from experiments import common
@@ -26,8 +26,8 @@ from experiments import common
 def train_steps_per_second(config: hb.Config, steps: int) -> float:
     keys = common.experiment_keys(config.seed)
     tx = hb.make_optimizer(config)
-    state = training.create_train_state(hb.init_params(config, keys["init"]), tx, keys["train"])
-    step_fn = training.make_train_step(functools.partial(hb.loss_fn, config), tx)
+    state = train_state.create_train_state(hb.init_params(config, keys["init"]), tx, keys["train"])
+    step_fn = train_state.make_train_step(functools.partial(hb.loss_fn, config), tx)
     sample = jax.jit(lambda k: Heartbeat().sample(k, config.batch_size))
     state, _ = step_fn(state, sample(keys["train_data"]))  # compile
     jax.block_until_ready(state)

@@ -22,7 +22,7 @@ and bound math) it prints
 FLOP/s of the bound and the sampler are estimated as (T - 1) network evaluations, each
 costed by XLA's analysis of one compiled forward pass. Then a scaling line: train-step
 images/s with the same per-device batch on 1, 2, 4, 8 devices (as many as exist), through
-``training.make_train_step(..., mesh=...)``. Compare figures within one run.
+``train_state.make_train_step(..., mesh=...)``. Compare figures within one run.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dpm_jax import gaussian, schedules, sharding, training  # noqa: E402
+from dpm_jax import gaussian, schedules, sharding, train_state  # noqa: E402
 from dpm_jax.data import images as image_data  # noqa: E402
 from experiments import cifar10, mnist  # noqa: E402
 from experiments import images as image_exp  # noqa: E402
@@ -223,10 +223,10 @@ def model_flops(config, float32_step=None) -> tuple[float, float]:
     image = config.image_shape()
     if float32_step is None:
         abstract_state = jax.eval_shape(
-            lambda p: training.create_train_state(p, tx, train_key_data()), abstract_params
+            lambda p: train_state.create_train_state(p, tx, train_key_data()), abstract_params
         )
         batch = jax.ShapeDtypeStruct((config.batch_size, *image), jnp.uint8)
-        step = training.make_train_step(fns.loss, tx)
+        step = train_state.make_train_step(fns.loss, tx)
         float32_step, _ = compile_timed(step, abstract_state, batch)
     n = config.eval_batch_size
     forward, _ = compile_timed(
@@ -249,9 +249,9 @@ def bench_model(name, config, dtype_name, args, peak) -> dict:
     image = config.image_shape()
 
     # Compile the three programs (with abstract arguments: no parameters needed yet).
-    step = training.make_train_step(fns.loss, tx)
+    step = train_state.make_train_step(fns.loss, tx)
     abstract_state = jax.eval_shape(
-        lambda p: training.create_train_state(p, tx, train_key_data()), abstract_params
+        lambda p: train_state.create_train_state(p, tx, train_key_data()), abstract_params
     )
     batch_spec = spec((config.batch_size, *image), jnp.uint8)
     step_c, step_compile = compile_timed(step, abstract_state, batch_spec)
@@ -281,7 +281,7 @@ def bench_model(name, config, dtype_name, args, peak) -> dict:
         return result
 
     params = init_params(config, args.quick)
-    state = training.create_train_state(params, tx, train_key_data())  # donated
+    state = train_state.create_train_state(params, tx, train_key_data())  # donated
     batch = pixels_batch(config, config.batch_size)
     box = {"state": state}
 
@@ -342,8 +342,10 @@ def scaling_line(name, config, dtype_name, args) -> None:
     rates = {}
     for n in counts:
         mesh = sharding.data_mesh(jax.devices()[:n])
-        step = training.make_train_step(fns.loss, tx, mesh=mesh)
-        state = training.create_train_state(jax.tree.map(jnp.asarray, params), tx, train_key_data())
+        step = train_state.make_train_step(fns.loss, tx, mesh=mesh)
+        state = train_state.create_train_state(
+            jax.tree.map(jnp.asarray, params), tx, train_key_data()
+        )
         box = {"state": sharding.replicate(state, mesh)}
         batch = sharding.shard_batch(np.asarray(pixels_batch(config, per_device * n)), mesh)
 

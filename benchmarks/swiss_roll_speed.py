@@ -16,7 +16,7 @@ import time
 
 import jax
 
-from dpm_jax import training
+from dpm_jax import train_state
 from experiments import common
 from experiments import swiss_roll as sr
 
@@ -34,8 +34,8 @@ def _time(fn, repeats: int) -> float:
 def train_steps_per_second(config: sr.Config, steps: int) -> float:
     keys = common.experiment_keys(config.seed)
     tx = sr.make_optimizer(config)
-    state = training.create_train_state(sr.init_params(config, keys["init"]), tx, keys["train"])
-    step_fn = training.make_train_step(functools.partial(sr.loss_fn, config), tx)
+    state = train_state.create_train_state(sr.init_params(config, keys["init"]), tx, keys["train"])
+    step_fn = train_state.make_train_step(functools.partial(sr.loss_fn, config), tx)
     batch = sr._data(config).sample(keys["train_data"], config.batch_size)
     state, _ = step_fn(state, batch)  # compile
     jax.block_until_ready(state)

@@ -10,7 +10,7 @@ Single host::
 
     mesh = data_mesh()
     state = replicate(state, mesh)
-    step = training.make_train_step(loss_fn, tx, mesh=mesh)
+    step = train_state.make_train_step(loss_fn, tx, mesh=mesh)
     state, metrics = step(state, shard_batch(batch, mesh))
 
 Many hosts (one process per host, same program everywhere)::
@@ -21,8 +21,9 @@ Many hosts (one process per host, same program everywhere)::
     batch = host_batch_to_global(load(rows), mesh)
     if is_main_process(): write_results(...)
 
-Evaluation pads the last batch with :func:`pad_to_multiple` and masks the padding out,
-so every example counts exactly once.
+``dpm_jax.runner.fit`` and ``dpm_jax.evaluation.evaluate`` do all this for every
+experiment; evaluation pads the last batch with :func:`pad_to_multiple` and masks the
+padding out, so every example counts exactly once.
 """
 
 from __future__ import annotations
@@ -144,26 +145,36 @@ def process_batch_slice(global_batch_size: int, mesh: Mesh | None = None) -> sli
     return slice(start, stop)
 
 
-def host_batch_to_global(local_batch, mesh: Mesh):
+def host_batch_to_global(local_batch, mesh: Mesh, *, stacked: bool = False):
     """A global batch sharded over ``"data"`` from each process's own rows.
 
     ``local_batch`` holds the rows :func:`process_batch_slice` names for this process
-    (array or pytree); its leading axis must be divisible by this process's devices in
-    the mesh. The global batch is the processes' slices in process order.
+    (array or pytree); its batch axis must be divisible by this process's devices in
+    the mesh. The global batch is the processes' slices in process order. With
+    ``stacked`` the arrays hold several steps' batches on a leading steps axis (kept
+    whole, see :func:`stacked_batch_sharding`) and the batch axis is the second one.
     """
     local_devices = mesh.local_devices
     if not local_devices:
         raise ValueError("host_batch_to_global: this process has no devices in the mesh.")
-    rows = _leading_size(local_batch, "host_batch_to_global")
+    axis = 1 if stacked else 0
+    by_rows = (
+        jax.tree.map(lambda x: np.moveaxis(np.asarray(x), 1, 0), local_batch)
+        if stacked
+        else local_batch
+    )
+    rows = _leading_size(by_rows, "host_batch_to_global")
     _check_divisible(rows, len(local_devices), "host_batch_to_global", kind="process-local batch")
     global_rows = rows // len(local_devices) * _num_shards(mesh)
-    sharding = batch_sharding(mesh)
-    return jax.tree.map(
-        lambda x: jax.make_array_from_process_local_data(
-            sharding, np.asarray(x), (global_rows, *np.shape(x)[1:])
-        ),
-        local_batch,
-    )
+    sharding = stacked_batch_sharding(mesh) if stacked else batch_sharding(mesh)
+
+    def place(x):
+        x = np.asarray(x)
+        shape = list(x.shape)
+        shape[axis] = global_rows
+        return jax.make_array_from_process_local_data(sharding, x, tuple(shape))
+
+    return jax.tree.map(place, local_batch)
 
 
 def pad_to_multiple(batch, n: int) -> tuple[Any, int]:

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dpm_jax import binomial, likelihood, plotting, schedules, training
+from dpm_jax import binomial, evaluation, likelihood, optim, plotting, schedules, train_state
 from dpm_jax.data import Heartbeat
 from dpm_jax.models import HeartbeatMLP
 from experiments import common
@@ -44,6 +44,7 @@ class Config:
     batch_size: int = 2_000
     stratified_t: bool = True
     learning_rate: float = 1e-2
+    grad_clip_norm: float = 0.0  # > 0: gradients clipped to this global norm
     train_steps: int = 100_000
     seed: int = 0
     num_test: int = 2_000
@@ -52,6 +53,8 @@ class Config:
     log_every: int = 1_000
     max_skipped_in_a_row: int = 20
     steps_per_call: int = 1  # > 1: that many steps per compiled call (lax.scan)
+    ema_decay: float = 0.0  # > 0: evaluate and sample with an EMA of the parameters
+    warmup_steps: int = 0  # > 0: the learning rate ramps up linearly over these steps
     num_figure_samples: int = 40
     num_validity_samples: int = 2_000
 
@@ -74,13 +77,13 @@ class Config:
             "checkpoint_every",
             "log_every",
             "max_skipped_in_a_row",
-            "steps_per_call",
             "num_figure_samples",
             "num_validity_samples",
         )
         common.require(self, positive, 1)
         common.require(self, ("train_steps",), 0)
         common.require(self, ("learning_rate",), 0, strict=True)
+        common.require_training_keys(self)
 
 
 PRESETS = {
@@ -139,13 +142,20 @@ def loss_fn(config: Config, params: dict, batch: jax.Array, key: jax.Array):
 
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:
+    """Adam with cosine decay; optional clipping and warmup (``dpm_jax.optim``)."""
     steps = max(config.train_steps, 1)
-    return optax.adam(optax.cosine_decay_schedule(config.learning_rate, steps, alpha=0.01))
+    tx = optax.adam(optax.cosine_decay_schedule(config.learning_rate, steps, alpha=0.01))
+    return optim.with_warmup_and_clipping(
+        tx, warmup_steps=config.warmup_steps, clip_norm=config.grad_clip_norm
+    )
 
 
 def _exact(config: Config, schedule, fn, x, key, desc):
-    bound = jax.jit(lambda x0, k: binomial.bound_exact(schedule, fn, x0, config.pi, k))
-    return training.evaluate_per_example(bound, x, key, config.eval_batch_size, desc=desc)
+    """Exact K of every example of ``x`` (bits), example i with the key folded from i."""
+    bound = evaluation.per_example_keys(
+        lambda x0, k: binomial.bound_exact(schedule, fn, x0, config.pi, k)
+    )
+    return evaluation.evaluate(bound, x, key, batch_size=config.eval_batch_size, desc=desc)
 
 
 def evaluate(config: Config, params: dict, test_x: np.ndarray, keys: dict) -> dict:
@@ -215,9 +225,10 @@ def run(config: Config, workdir: Path, eval_only: bool = False) -> dict:
     data = Heartbeat()
     state, keys = common.train_on_generator(sys.modules[__name__], config, workdir, eval_only, data)
     test_x = np.asarray(data.sample(keys["test_data"], config.num_test))
-    results = evaluate(config, state.params, test_x, keys)
+    params = train_state.eval_params(state, config.ema_decay)
+    results = evaluate(config, params, test_x, keys)
     figure = workdir / "figures" / "binary_heartbeat_fig2.png"
-    fraction, stderr, count = sample_and_plot(config, state.params, keys["figure"], figure)
+    fraction, stderr, count = sample_and_plot(config, params, keys["figure"], figure)
     results["valid_sample_fraction"] = fraction
     results["valid_sample_fraction_stderr"] = stderr
     results["num_samples"] = count

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 
-from dpm_jax import sharding, training
+from dpm_jax import rundir, runner, sharding, train_state
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -140,8 +141,8 @@ def main(module, argv: list[str] | None = None) -> None:
         command = " ".join(["python -m experiments." + module.EXPERIMENT, *(argv or sys.argv[1:])])
         if jax.process_index() == 0:
             results = {**results, "command": command}
-            training.write_json_atomic(Path(args.workdir) / "results.json", results)
-    except training.TrainingInterrupted as e:
+            rundir.write_json_atomic(Path(args.workdir) / "results.json", results)
+    except runner.TrainingInterrupted as e:
         print(str(e), file=sys.stderr)
         raise SystemExit(143) from None  # 128 + SIGTERM, what schedulers expect
     except (RuntimeError, FileNotFoundError, ValueError, FloatingPointError) as e:
@@ -159,38 +160,50 @@ def experiment_keys(seed: int) -> dict[str, jax.Array]:
     return {name: jax.random.fold_in(root, i) for i, name in enumerate(KEY_NAMES)}
 
 
+def fit_settings(config) -> dict:
+    """The runner's loop settings (``runner.fit`` keyword arguments) from an experiment config."""
+    return {
+        "num_steps": config.train_steps,
+        "checkpoint_every": config.checkpoint_every,
+        "log_every": config.log_every,
+        "max_skipped_in_a_row": config.max_skipped_in_a_row,
+        "steps_per_call": config.steps_per_call,
+        "ema_decay": config.ema_decay,
+    }
+
+
 def train_on_generator(module, config, workdir: Path, eval_only: bool, data):
     """Trains (or, with ``eval_only``, restores) a model on fresh batches from ``data.sample``.
 
-    Batch ``step`` is drawn with a key folded from the step, so a resumed run
-    sees the same data. ``module`` provides EXPERIMENT, MUTABLE_KEYS,
-    make_optimizer, init_params and loss_fn. Returns (state, keys).
+    Batch ``step`` is drawn with a key folded from the step, so a resumed run sees the
+    same data; every process draws the whole batch and keeps its rows of it. Trains data
+    parallel over every device (``sharding.data_mesh``), through ``runner.train_or_restore``
+    like every experiment. ``module`` provides EXPERIMENT, MUTABLE_KEYS, make_optimizer,
+    init_params and loss_fn. Returns (state, keys).
     """
     keys = experiment_keys(config.seed)
     tx = module.make_optimizer(config)
-    loss = functools.partial(module.loss_fn, config)
+    mesh = sharding.data_mesh()
+    rows = sharding.process_batch_slice(config.batch_size, mesh)
     sample_batch = jax.jit(lambda k: data.sample(k, config.batch_size))
-    state = training.train_or_restore(
+
+    def batch_fn(step: int) -> np.ndarray:
+        return np.asarray(sample_batch(jax.random.fold_in(keys["train_data"], step)))[rows]
+
+    state = runner.train_or_restore(
         workdir=Path(workdir),
         experiment=module.EXPERIMENT,
-        config=training.config_to_dict(config),
+        config=config,
         mutable_keys=module.MUTABLE_KEYS,
-        state=training.create_train_state(
+        state=train_state.create_train_state(
             module.init_params(config, keys["init"]), tx, keys["train"]
         ),
+        mesh=mesh,
         eval_only=eval_only,
-        train_step=training.make_train_step(loss, tx),
-        multi_step=(
-            training.make_multi_step(loss, tx, config.steps_per_call)
-            if config.steps_per_call > 1
-            else None
-        ),
-        steps_per_call=config.steps_per_call,
-        batch_fn=lambda step: sample_batch(jax.random.fold_in(keys["train_data"], step)),
-        num_steps=config.train_steps,
-        checkpoint_every=config.checkpoint_every,
-        log_every=config.log_every,
-        max_skipped_in_a_row=config.max_skipped_in_a_row,
+        loss_fn=functools.partial(module.loss_fn, config),
+        tx=tx,
+        batch_fn=batch_fn,
+        **fit_settings(config),
     )
     return state, keys
 
@@ -202,6 +215,17 @@ def require(config, names, minimum, strict: bool = False) -> None:
         if value < minimum or (strict and value == minimum):
             bound = f"> {minimum}" if strict else f">= {minimum}"
             raise ValueError(f"{name} must be {bound}, got {value}.")
+
+
+def require_training_keys(config) -> None:
+    """Checks the keys every experiment's training shares: steps per call, EMA, warmup, clipping."""
+    require(config, ("steps_per_call",), 1)
+    require(config, ("warmup_steps",), 0)
+    if config.grad_clip_norm < 0:
+        raise ValueError(
+            f"grad_clip_norm must be >= 0 (0 turns clipping off), got {config.grad_clip_norm}."
+        )
+    train_state.check_ema_decay(config.ema_decay)
 
 
 def hardware() -> str:
@@ -238,8 +262,8 @@ def write_results(
         wall_seconds_kind="this invocation (training resumed from a checkpoint counts only its part)",
         hardware=hardware(),
         figures=[str(Path(f).relative_to(workdir)) for f in figures],
-        config=training.config_to_dict(config),
+        config=rundir.config_to_dict(config),
     )
     if jax.process_index() == 0:  # one writer on multi-host runs
-        training.write_json_atomic(workdir / "results.json", results)
+        rundir.write_json_atomic(workdir / "results.json", results)
     return results

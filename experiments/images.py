@@ -28,18 +28,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.experimental import multihost_utils
-from tqdm import tqdm
 
 from dpm_jax import (
     conditioning,
+    evaluation,
     gaussian,
     likelihood,
+    optim,
     parzen,
     plotting,
+    rundir,
+    runner,
     schedules,
     sharding,
-    training,
+    train_state,
 )
 from dpm_jax.data import images
 from dpm_jax.models import multiscale
@@ -58,7 +60,8 @@ class ImageConfig:
     ``conv_layers = 0`` leaves the dense pathway alone (the paper's MNIST network),
     ``dense_hidden = 0`` the convolutional one. The optimiser is the released code's:
     RMSProp (decay 0.9), the learning rate multiplied by 0.1^(1/1000) every 500 steps
-    down to ``min_learning_rate``.
+    down to ``min_learning_rate``; optional warmup and gradient clipping (``dpm_jax.optim``,
+    off by default). ``ema_decay > 0`` evaluates and samples with an EMA of the parameters.
     """
 
     dataset: str = "mnist"
@@ -80,6 +83,9 @@ class ImageConfig:
     batch_size: int = 512
     learning_rate: float = 1e-3
     min_learning_rate: float = 1e-4
+    grad_clip_norm: float = 0.0  # > 0: gradients clipped to this global norm
+    warmup_steps: int = 0  # > 0: the learning rate ramps up linearly over these steps
+    ema_decay: float = 0.0  # > 0: evaluate and sample with an EMA of the parameters
     train_steps: int = 500_000
     seed: int = 0
     num_test: int = 0  # 0 = every test example
@@ -87,6 +93,7 @@ class ImageConfig:
     checkpoint_every: int = 5_000
     log_every: int = 500
     max_skipped_in_a_row: int = 20
+    steps_per_call: int = 1  # > 1: that many steps per compiled call (lax.scan)
     num_samples: int = 36
     num_posterior_examples: int = 8
     parzen_samples: int = 0  # > 0: Parzen-window estimate (Table 2) from this many samples
@@ -131,6 +138,7 @@ class ImageConfig:
         nonnegative = ("conv_layers", "dense_hidden", "dense_layers", "train_steps", "num_test")
         common.require(self, nonnegative, 0)
         common.require(self, ("learning_rate", "min_learning_rate"), 0, strict=True)
+        common.require_training_keys(self)
         if self.conv_layers == 0 and (self.dense_hidden == 0 or self.dense_layers == 0):
             raise ValueError(
                 "with conv_layers=0 the dense pathway is the whole network: set dense_hidden > 0 "
@@ -144,6 +152,7 @@ MUTABLE_KEYS = (
     "compute_dtype",  # parameters stay float32: a run may resume in another compute dtype
     "train_steps",  # the learning-rate schedule depends on the step only
     "max_skipped_in_a_row",
+    "steps_per_call",
     "checkpoint_every",
     "log_every",
     "num_test",
@@ -236,8 +245,12 @@ def learning_rate(config: ImageConfig) -> optax.Schedule:
 
 
 def make_optimizer(config: ImageConfig) -> optax.GradientTransformation:
-    """The released code's RMSProp (decay 0.9, no momentum) with :func:`learning_rate`."""
-    return optax.rmsprop(learning_rate(config), decay=0.9, eps=1e-10)
+    """The released code's RMSProp (decay 0.9, no momentum) with :func:`learning_rate`;
+    optional warmup and clipping (``dpm_jax.optim``)."""
+    tx = optax.rmsprop(learning_rate(config), decay=0.9, eps=1e-10)
+    return optim.with_warmup_and_clipping(
+        tx, warmup_steps=config.warmup_steps, clip_norm=config.grad_clip_norm
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -261,7 +274,7 @@ def scaling_for_run(config: ImageConfig, workdir: Path, train_source, eval_only:
         )
     print(f"fitting the global scaling on {len(train_source):,} training images ...")
     scaling = images.fit_scaling(train_source)
-    training.write_json_atomic(path, dataclasses.asdict(scaling))
+    rundir.write_json_atomic(path, dataclasses.asdict(scaling))
     return scaling
 
 
@@ -270,7 +283,10 @@ def scaling_for_run(config: ImageConfig, workdir: Path, train_source, eval_only:
 
 
 def exact_bound_fn(config: ImageConfig, params, scaling: images.ImageScaling):
-    """Jitted ``(uint8 batch, key) -> (K bits per example, log2 N(z; 0, I) per example)``."""
+    """Jitted ``(uint8 batch, key) -> (K bits per example, log2 N(z; 0, I) per example)``.
+
+    The key draws the dequantisation noise and every forward sample x^(t).
+    """
     sched = schedule(config)
     fn = reverse_fn_from_params(config, params, sched)
 
@@ -284,29 +300,21 @@ def exact_bound_fn(config: ImageConfig, params, scaling: images.ImageScaling):
 
 
 def evaluate(config: ImageConfig, params, scaling, test_source, key) -> dict:
-    """Exact K over every test example (or the first ``num_test``), both units, with stderrs."""
+    """Exact K over every test example (or the first ``num_test``), both units, with stderrs.
+
+    Test image i is dequantised and noised with keys folded from i alone
+    (``dpm_jax.evaluation``), so K depends neither on the batch size nor on the devices.
+    """
     limit = len(test_source) if config.num_test == 0 else min(config.num_test, len(test_source))
     source = test_source if limit == len(test_source) else _Prefix(test_source, limit)
-    bound = exact_bound_fn(config, params, scaling)
-    batch_size = min(config.eval_batch_size, limit)
-    mesh = sharding.data_mesh()
-    split = batch_size % mesh.size == 0  # else every device evaluates the whole batch
-    if not split:
-        print(
-            f"note: evaluation batches of {batch_size} do not divide over {mesh.size} devices; "
-            "set eval_batch_size to a multiple of the device count to split them."
-        )
-    ks, nulls = [], []
-    batches = images.eval_batches(source, batch_size)
-    total = images.num_eval_batches(limit, batch_size)
-    for i, (pixels, valid) in enumerate(tqdm(batches, total=total, desc="exact K")):
-        placed = sharding.shard_batch(pixels, mesh) if split else jnp.asarray(pixels)
-        k, null = bound(placed, jax.random.fold_in(key, i))
-        if split:  # every process gets the whole batch's values
-            k, null = multihost_utils.process_allgather((k, null), tiled=True)
-        ks.append(np.asarray(k, np.float64)[:valid])
-        nulls.append(np.asarray(null, np.float64)[:valid])
-    k, null = np.concatenate(ks), np.concatenate(nulls)
+    k, null = evaluation.evaluate(
+        evaluation.per_example_keys(exact_bound_fn(config, params, scaling)),
+        source,
+        key,
+        batch_size=config.eval_batch_size,
+        gather=images.gather_images,
+        desc="exact K",
+    )
     if not np.all(np.isfinite(k)):
         raise FloatingPointError(
             f"{np.sum(~np.isfinite(k))} test examples have a non-finite bound; the checkpoint "
@@ -488,56 +496,74 @@ def entry_points(module_name: str):
     return run_module, figures_module, report_module, main
 
 
+def _check_workdir(module, config: ImageConfig, workdir: Path) -> None:
+    """Refuses a workdir of another experiment or an incompatible config (nothing written)."""
+    rundir.check_run_compatible(
+        workdir,
+        module.EXPERIMENT,
+        rundir.config_to_dict(config),
+        _mutable(module),
+        rundir.config_defaults(config),
+    )
+
+
+def _initial_state(config: ImageConfig, keys: dict) -> train_state.TrainState:
+    return train_state.create_train_state(
+        init_params(config, keys["init"]), make_optimizer(config), keys["train"]
+    )
+
+
+def train(
+    module, config: ImageConfig, workdir: Path, train_source, scaling, eval_only: bool = False
+) -> train_state.TrainState:
+    """Trains on ``train_source`` (resuming from ``workdir``) or, with ``eval_only``, restores.
+
+    Data parallel over every device of every process (``runner.train_or_restore``); each
+    process loads only its rows of every batch.
+    """
+    keys = common.experiment_keys(config.seed)
+    mesh = sharding.data_mesh()
+    rows = sharding.process_batch_slice(config.batch_size, mesh)
+
+    def batch_fn(step: int) -> np.ndarray:
+        """This process's rows of the global batch of ``step`` (uint8, on the host)."""
+        indices = images.train_batch_indices(
+            len(train_source), config.batch_size, config.seed, step
+        )
+        return images.gather_images(train_source, indices[rows])
+
+    return runner.train_or_restore(
+        workdir=workdir,
+        experiment=module.EXPERIMENT,
+        config=config,
+        mutable_keys=_mutable(module),
+        state=_initial_state(config, keys),
+        mesh=mesh,
+        eval_only=eval_only,
+        loss_fn=lambda params, batch, key: loss_fn(config, scaling, params, batch, key),
+        tx=make_optimizer(config),
+        batch_fn=batch_fn,
+        **common.fit_settings(config),
+    )
+
+
 def run(module, config: ImageConfig, workdir: Path, eval_only: bool = False) -> dict:
     """Trains (resuming from ``workdir``), evaluates the exact test bound, writes results."""
     start_time = time.time()
     workdir = Path(workdir)
-    training.check_run_compatible(
-        workdir, module.EXPERIMENT, training.config_to_dict(config), _mutable(module)
-    )
+    _check_workdir(module, config, workdir)
     loader = getattr(module, "load_split", load_split)  # experiments with their own data
     train_source = loader(config, "train")
     test_source = loader(config, "test")
     scaling = scaling_for_run(config, workdir, train_source, eval_only)
     keys = common.experiment_keys(config.seed)
-    tx = make_optimizer(config)
-    mesh = sharding.data_mesh()  # data parallel over every device of every process
-    rows = sharding.process_batch_slice(config.batch_size, mesh)
-
-    def batch_fn(step: int) -> jax.Array:
-        """This process's rows of the global batch of ``step``, placed on the mesh."""
-        indices = images.train_batch_indices(
-            len(train_source), config.batch_size, config.seed, step
-        )
-        local = images.gather_images(train_source, indices[rows])
-        return sharding.host_batch_to_global(local, mesh)
-
-    state = training.train_or_restore(
-        workdir=workdir,
-        experiment=module.EXPERIMENT,
-        config=training.config_to_dict(config),
-        mutable_keys=_mutable(module),
-        state=sharding.replicate(
-            training.create_train_state(init_params(config, keys["init"]), tx, keys["train"]),
-            mesh,
-        ),
-        eval_only=eval_only,
-        train_step=training.make_train_step(
-            lambda params, batch, key: loss_fn(config, scaling, params, batch, key), tx, mesh
-        ),
-        batch_fn=batch_fn,
-        num_steps=config.train_steps,
-        checkpoint_every=config.checkpoint_every,
-        log_every=config.log_every,
-        max_skipped_in_a_row=config.max_skipped_in_a_row,
-    )
-    results = evaluate(config, state.params, scaling, test_source, keys["eval"])
+    state = train(module, config, workdir, train_source, scaling, eval_only)
+    params = train_state.eval_params(state, config.ema_decay)
+    results = evaluate(config, params, scaling, test_source, keys["eval"])
     figures = draw_figures(module, config, state, scaling, test_source, keys, workdir)
     if config.parzen_samples:
         results.update(
-            parzen_results(
-                config, state.params, scaling, train_source, test_source, keys["ceiling"]
-            )
+            parzen_results(config, params, scaling, train_source, test_source, keys["ceiling"])
         )
     results["scaling"] = dataclasses.asdict(scaling)
     results["num_parameters"] = int(sum(p.size for p in jax.tree.leaves(state.params)))
@@ -556,17 +582,10 @@ def run(module, config: ImageConfig, workdir: Path, eval_only: bool = False) -> 
 def figures(module, config: ImageConfig, workdir: Path) -> list[Path]:
     """Redraws the figures from the latest checkpoint in ``workdir`` (no training or evaluation)."""
     workdir = Path(workdir)
-    training.check_run_compatible(
-        workdir, module.EXPERIMENT, training.config_to_dict(config), _mutable(module)
-    )
+    _check_workdir(module, config, workdir)
     keys = common.experiment_keys(config.seed)
-    tx = make_optimizer(config)
-    template = training.create_train_state(init_params(config, keys["init"]), tx, keys["train"])
-    state = None
-    if (workdir / training.CHECKPOINT_DIR).exists():
-        state = training.restore_latest(training.checkpoint_manager(workdir), template)
-    if state is None:
-        raise FileNotFoundError(f"no checkpoint in {workdir}; train first (drop --figures).")
+    mesh = sharding.data_mesh()
+    state = runner.restore_run(workdir, _initial_state(config, keys), mesh, flag="--figures")
     scaling = scaling_for_run(config, workdir, None, eval_only=True)
     test_source = getattr(module, "load_split", load_split)(config, "test")
     return draw_figures(module, config, state, scaling, test_source, keys, workdir)
@@ -575,11 +594,12 @@ def figures(module, config: ImageConfig, workdir: Path) -> list[Path]:
 def draw_figures(module, config, state, scaling, test_source, keys, workdir: Path) -> list[Path]:
     """The sample grid (App. Fig. 1) and the posterior figure (Figs. 3, 5) of this checkpoint."""
     step = int(state.step)
+    params = train_state.eval_params(state, config.ema_decay)
     grid = Path(workdir) / "figures" / f"{module.EXPERIMENT}_samples_step{step}.png"
-    sample_grid(config, state.params, scaling, keys["figure"], grid)
+    sample_grid(config, params, scaling, keys["figure"], grid)
     posterior = Path(workdir) / "figures" / f"{module.EXPERIMENT}_posterior_step{step}.png"
     key = jax.random.fold_in(keys["figure"], 1)
-    posterior_figure(config, state.params, scaling, test_source, key, posterior)
+    posterior_figure(config, params, scaling, test_source, key, posterior)
     return [grid, posterior]
 
 

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dpm_jax import gaussian, likelihood, plotting, schedules, training
+from dpm_jax import evaluation, gaussian, likelihood, optim, plotting, schedules, train_state
 from dpm_jax.data import SwissRoll
 from dpm_jax.models import NormalizedRBFNetwork
 from experiments import common
@@ -71,6 +71,8 @@ class Config:
     log_every: int = 5_000
     max_skipped_in_a_row: int = 20
     steps_per_call: int = 1  # > 1: that many steps per compiled call (lax.scan)
+    ema_decay: float = 0.0  # > 0: evaluate and sample with an EMA of the parameters
+    warmup_steps: int = 0  # > 0: learning rates ramp up linearly over these steps
     num_figure_samples: int = 2_000
     ceiling_examples: int = 2_000
     ceiling_reference_size: int = 20_000
@@ -98,7 +100,6 @@ class Config:
             "checkpoint_every",
             "log_every",
             "max_skipped_in_a_row",
-            "steps_per_call",
             "num_figure_samples",
             "ceiling_examples",
             "ceiling_reference_size",
@@ -107,10 +108,7 @@ class Config:
         common.require(self, ("train_steps",), 0)
         rates = ("learning_rate", "schedule_learning_rate", "noise_std", "rbf_init_width")
         common.require(self, rates, 0, strict=True)
-        if self.grad_clip_norm < 0:
-            raise ValueError(
-                f"grad_clip_norm must be >= 0 (0 turns clipping off), got {self.grad_clip_norm}."
-            )
+        common.require_training_keys(self)
 
 
 PRESETS = {
@@ -192,7 +190,8 @@ def loss_fn(config: Config, params: dict, batch: jax.Array, key: jax.Array):
 
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:
-    """Adam with cosine decay, at its own rate for the schedule's logits; optional clipping.
+    """Adam with cosine decay, at its own rate for the schedule's logits; optional clipping
+    and warmup (``dpm_jax.optim``).
 
     The one-t estimate of K is heavy-tailed (rare large KL terms at small t);
     clipping its gradient biases training, so it is off by default.
@@ -207,9 +206,9 @@ def make_optimizer(config: Config) -> optax.GradientTransformation:
         {"model": adam(config.learning_rate), "schedule": adam(config.schedule_learning_rate)},
         labels,
     )
-    if config.grad_clip_norm > 0:
-        tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
-    return tx
+    return optim.with_warmup_and_clipping(
+        tx, warmup_steps=config.warmup_steps, clip_norm=config.grad_clip_norm
+    )
 
 
 def exact_bound_fn(config: Config, params: dict):
@@ -239,9 +238,9 @@ def schedule_ceiling(
     key_ref, key_eval, key_steps = jax.random.split(key, 3)
     reference = _data(config).sample(key_ref, config.ceiling_reference_size)
     kernel = gaussian.moment_matched_kernel(schedule, reference)
-    fn = jax.jit(lambda x0, k: gaussian.bound_exact(schedule, kernel, x0, k))
+    fn = evaluation.per_example_keys(lambda x0, k: gaussian.bound_exact(schedule, kernel, x0, k))
     subset = test_x[: config.ceiling_examples]
-    k = training.evaluate_per_example(fn, subset, key_eval, 500, desc="ceiling")
+    k = evaluation.evaluate(fn, subset, key_eval, batch_size=500, desc="ceiling")
     mean, se = likelihood.mean_and_stderr(k)
     x_steps = jnp.asarray(subset[:500])
     model_fn = reverse_fn_from_params(config, params, schedule)
@@ -268,8 +267,12 @@ def schedule_ceiling(
 
 def evaluate(config: Config, params: dict, test_x: np.ndarray, key: jax.Array) -> dict:
     """Exact holdout K, L_null, the true log-likelihood and the gap, with standard errors."""
-    k = training.evaluate_per_example(
-        exact_bound_fn(config, params), test_x, key, config.eval_batch_size, desc="exact K"
+    k = evaluation.evaluate(
+        evaluation.per_example_keys(exact_bound_fn(config, params)),
+        test_x,
+        key,
+        batch_size=config.eval_batch_size,
+        desc="exact K",
     )
     true_ll = _data(config).log_density(test_x)
     null = np.asarray(likelihood.gaussian_null_log_likelihood(jnp.asarray(test_x)), np.float64)
@@ -349,12 +352,13 @@ def run(config: Config, workdir: Path, eval_only: bool = False) -> dict:
     data = _data(config)
     state, keys = common.train_on_generator(sys.modules[__name__], config, workdir, eval_only, data)
     test_x = np.asarray(data.sample(keys["test_data"], config.num_test))
-    results = evaluate(config, state.params, test_x, keys["eval"])
+    params = train_state.eval_params(state, config.ema_decay)
+    results = evaluate(config, params, test_x, keys["eval"])
     figure = workdir / "figures" / "swiss_roll_fig1.png"
     kl_figure = workdir / "figures" / "swiss_roll_kl_per_step.png"
-    results.update(schedule_ceiling(config, state.params, test_x, keys["ceiling"], kl_figure))
-    write_figure(config, state.params, test_x, keys["figure"], figure)
-    schedule = schedule_from_params(config, state.params)
+    results.update(schedule_ceiling(config, params, test_x, keys["ceiling"], kl_figure))
+    write_figure(config, params, test_x, keys["figure"], figure)
+    schedule = schedule_from_params(config, params)
     results["betas"] = [float(b) for b in np.asarray(schedule.betas)]
     return common.write_results(
         sys.modules[__name__],

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dpm_jax import binomial, gaussian, schedules, training
+from dpm_jax import binomial, checkpoints, gaussian, rundir, schedules, train_state
 from dpm_jax.data import images
 from dpm_jax.models import HeartbeatMLP, MultiScaleConv
 from experiments import mnist
@@ -44,12 +44,12 @@ def _cli(argv):
 
 
 def _other_experiment_workdir(tmp_path):
-    training.save_run_config(tmp_path, "binary_heartbeat", {})
+    rundir.save_run_config(tmp_path, "binary_heartbeat", {})
     sr.run(sr.PRESETS["small"], tmp_path)
 
 
 def _changed_config_workdir(tmp_path):
-    training.save_run_config(tmp_path, "swiss_roll", training.config_to_dict(sr.PRESETS["small"]))
+    rundir.save_run_config(tmp_path, "swiss_roll", rundir.config_to_dict(sr.PRESETS["small"]))
     sr.run(dataclasses.replace(sr.PRESETS["small"], num_hidden=8), tmp_path)
 
 
@@ -57,12 +57,12 @@ def _checkpoint_of_another_model(tmp_path):
     import optax
 
     tx = optax.sgd(0.1)
-    state = training.create_train_state({"w": jnp.ones((3,))}, tx, jax.random.PRNGKey(0))
-    manager = training.checkpoint_manager(tmp_path)
-    manager.save(1, args=training.ocp.args.StandardSave(state))
+    state = train_state.create_train_state({"w": jnp.ones((3,))}, tx, jax.random.PRNGKey(0))
+    manager = checkpoints.checkpoint_manager(tmp_path)
+    checkpoints.save(manager, 1, state)
     manager.wait_until_finished()
-    other = training.create_train_state({"v": jnp.ones((4,))}, tx, jax.random.PRNGKey(0))
-    training.restore_latest(training.checkpoint_manager(tmp_path), other)
+    other = train_state.create_train_state({"v": jnp.ones((4,))}, tx, jax.random.PRNGKey(0))
+    checkpoints.restore_latest(checkpoints.checkpoint_manager(tmp_path), other)
 
 
 # (what is wrong, call, expected exception, a phrase the message must contain)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from dpm_jax import training
+from dpm_jax import train_state
 from dpm_jax.data import images
 from experiments import cifar10, common, mnist
 from experiments import images as image_experiment
@@ -149,9 +149,9 @@ def test_full_size_configurations_compile_and_take_a_step(module, preset, num_pa
     if num_params is not None:
         assert count == num_params
     tx = image_experiment.make_optimizer(config)
-    state = training.create_train_state(params, tx, keys["train"])
+    state = train_state.create_train_state(params, tx, keys["train"])
     scaling = images.ImageScaling(scale=3.0, shift=-1.0)
-    step = training.make_train_step(
+    step = train_state.make_train_step(
         lambda p, b, k: image_experiment.loss_fn(config, scaling, p, b, k), tx
     )
     batch = jax.random.randint(

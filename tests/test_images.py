@@ -19,10 +19,8 @@ from dpm_jax.data.images import (
     bits_per_dim_8bit,
     check_image_size,
     dequantize,
-    eval_batches,
     fit_scaling,
     load_image_source,
-    num_eval_batches,
     pixel_moments,
     preprocess,
     steps_per_epoch,
@@ -122,8 +120,6 @@ def test_loader_reads_real_array_record_files_without_tensorflow(tiny_dataset):
     batch = images.gather_images(source, range(7))
     assert batch.dtype == np.uint8 and batch.shape == (7, 4, 4, 1)
     assert sorted(ids(batch)) == list(range(7))  # TFDS shuffles the order on disk
-    evaluated = np.concatenate([b[:k] for b, k in eval_batches(source, 3)])
-    np.testing.assert_array_equal(evaluated, batch)
     assert len(load_image_source(DpmJaxTinyImages.name, "test[:2]", data_dir=tiny_dataset)) == 2
     assert "tensorflow" not in sys.modules
 
@@ -214,22 +210,6 @@ def test_batches_work_without_getitems():
     batched, single = indexed_source(10), indexed_source(10, batched=False)
     np.testing.assert_array_equal(train_batch(batched, 4, 0, 7), train_batch(single, 4, 0, 7))
     assert set(single.reads) == {1}
-
-
-@pytest.mark.parametrize("n, batch", [(10, 4), (8, 4), (3, 5)])
-def test_eval_batches_cover_every_example_once_with_padding(n, batch):
-    source = indexed_source(n)
-    out = list(eval_batches(source, batch))
-    assert len(out) == num_eval_batches(n, batch) == math.ceil(n / batch)
-    for pixels, _ in out:
-        assert pixels.shape == (batch, 2, 2, 1) and pixels.dtype == np.uint8
-    valid = [k for _, k in out]
-    assert valid == [batch] * (len(out) - 1) + [n - batch * (len(out) - 1)]
-    real = np.concatenate([ids(p)[:k] for p, k in out])
-    np.testing.assert_array_equal(real, np.arange(n))
-    last, k = out[-1]
-    assert np.all(ids(last)[k:] == n - 1)  # padding repeats the last example
-    assert sum(source.reads) == n  # each example read once, padding is not re-read
 
 
 def test_batch_argument_errors():

@@ -14,9 +14,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 
-from dpm_jax import training
+from dpm_jax import checkpoints, rundir, runner, sharding, train_state
 from experiments import common
 from experiments import swiss_roll as sr
 
@@ -45,11 +46,11 @@ FAST_ARGS = [
 CHILD = """
 import os, signal, sys
 import orbax.checkpoint as ocp
-from dpm_jax import training
+from dpm_jax import runner
 from experiments import swiss_roll
 
 env = {k: int(os.environ[k]) for k in ("KILL_AT", "KILL_ON_SAVE", "TERM_AT") if k in os.environ}
-original_fit, original_save = training.fit, ocp.CheckpointManager.save
+original_fit, original_save = runner.fit, ocp.CheckpointManager.save
 
 def fit(**kwargs):
     batch_fn = kwargs["batch_fn"]
@@ -68,7 +69,7 @@ def save(self, step, *args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
     return out
 
-training.fit = fit
+runner.fit = fit
 ocp.CheckpointManager.save = save
 swiss_roll.main(sys.argv[1:])
 """
@@ -86,14 +87,17 @@ def _run_child(workdir: Path, **faults) -> subprocess.CompletedProcess:
     )
 
 
-def _final_state(workdir: Path, config: sr.Config) -> training.TrainState:
+def _template(config: sr.Config) -> train_state.TrainState:
     keys = common.experiment_keys(config.seed)
     tx = sr.make_optimizer(config)
-    template = training.create_train_state(sr.init_params(config, keys["init"]), tx, keys["train"])
-    return training.restore_latest(training.checkpoint_manager(workdir), template)
+    return train_state.create_train_state(sr.init_params(config, keys["init"]), tx, keys["train"])
 
 
-def _assert_same_state(a: training.TrainState, b: training.TrainState) -> None:
+def _final_state(workdir: Path, config: sr.Config) -> train_state.TrainState:
+    return checkpoints.restore_latest(checkpoints.checkpoint_manager(workdir), _template(config))
+
+
+def _assert_same_state(a: train_state.TrainState, b: train_state.TrainState) -> None:
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
@@ -121,10 +125,10 @@ def test_sigkill_at_many_points_then_resume_gives_the_uninterrupted_parameters(t
     for fault in KILL_POINTS:
         proc = _run_child(killed, **fault)
         assert proc.returncode == -signal.SIGKILL, (fault, proc.stderr[-2000:])
-        partial = list((killed / training.CHECKPOINT_DIR).glob("*.orbax-checkpoint-tmp*"))
+        partial = list((killed / rundir.CHECKPOINT_DIR).glob("*.orbax-checkpoint-tmp*"))
         interrupted_writes += bool(partial)
         # Every checkpoint orbax lists is complete and restorable.
-        manager = training.checkpoint_manager(killed)
+        manager = checkpoints.checkpoint_manager(killed)
         for step in manager.all_steps():
             assert _restore_step(manager, step) == step
         manager.close()
@@ -135,7 +139,7 @@ def test_sigkill_at_many_points_then_resume_gives_the_uninterrupted_parameters(t
     # The kills right after a write began did catch writes in progress (left as temporary
     # directories, never listed as checkpoints), and the resumed runs cleaned them up.
     assert interrupted_writes >= 1
-    assert not list((killed / training.CHECKPOINT_DIR).glob("*.orbax-checkpoint-tmp*"))
+    assert not list((killed / rundir.CHECKPOINT_DIR).glob("*.orbax-checkpoint-tmp*"))
     _assert_same_state(_final_state(straight, FAST), _final_state(killed, FAST))
     a = json.loads((straight / "results.json").read_text())
     b = json.loads((killed / "results.json").read_text())
@@ -143,11 +147,8 @@ def test_sigkill_at_many_points_then_resume_gives_the_uninterrupted_parameters(t
 
 
 def _restore_step(manager, step: int) -> int:
-    keys = common.experiment_keys(FAST.seed)
-    tx = sr.make_optimizer(FAST)
-    template = training.create_train_state(sr.init_params(FAST, keys["init"]), tx, keys["train"])
-    abstract = jax.tree_util.tree_map(training.ocp.utils.to_shape_dtype_struct, template)
-    state = manager.restore(step, args=training.ocp.args.StandardRestore(abstract))
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _template(FAST))
+    state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
     return int(state.step)
 
 
@@ -162,7 +163,7 @@ def test_sigterm_saves_a_checkpoint_and_the_resumed_run_matches(tmp_path):
     # step in flight finishes and is checkpointed.
     stopped_at = int(re.search(r"after step (\d+)", proc.stderr).group(1))
     assert stopped_at in (57, 58)
-    manager = training.checkpoint_manager(stopped)
+    manager = checkpoints.checkpoint_manager(stopped)
     assert manager.latest_step() == stopped_at
     manager.close()
     sr.main(["--workdir", str(stopped)] + FAST_ARGS)
@@ -182,13 +183,16 @@ def test_same_seed_and_config_give_the_same_results_json(tmp_path):
 # Non-finite steps.
 
 
-def _fit(tmp_path, loss_fn, batch_fn, tx, **kwargs):
-    state = training.create_train_state({"w": jnp.ones(())}, tx, jax.random.PRNGKey(0))
-    return training.fit(
+def _fit(tmp_path, loss_fn, value_fn, tx, **kwargs):
+    """``runner.fit`` on a one-parameter model; batch ``step`` is ``[value_fn(step)]``."""
+    state = train_state.create_train_state({"w": jnp.ones(())}, tx, jax.random.PRNGKey(0))
+    return runner.fit(
         workdir=tmp_path,
         state=state,
-        train_step=training.make_train_step(loss_fn, tx),
-        batch_fn=batch_fn,
+        loss_fn=lambda params, batch, key: loss_fn(params, batch[0], key),
+        tx=tx,
+        batch_fn=lambda step: np.array([value_fn(step)], np.float32),
+        mesh=sharding.data_mesh(jax.devices()[:1]),
         **kwargs,
     )
 
@@ -199,7 +203,7 @@ def test_non_finite_steps_are_skipped_and_counted(tmp_path):
     state = _fit(
         tmp_path,
         lambda params, batch, key: (batch * params["w"] ** 2, {}),
-        lambda step: jnp.float32(jnp.nan if step in bad else 1.0),
+        lambda step: np.nan if step in bad else 1.0,
         optax.sgd(lr),
         num_steps=10,
         checkpoint_every=5,
@@ -208,7 +212,7 @@ def test_non_finite_steps_are_skipped_and_counted(tmp_path):
     # Each good step multiplies w by (1 - 2 lr); skipped steps leave it alone.
     np.testing.assert_allclose(float(state.params["w"]), (1 - 2 * lr) ** (10 - len(bad)), 1e-6)
     assert int(state.skipped) == 3 and int(state.skipped_in_a_row) == 0
-    lines = [json.loads(x) for x in (tmp_path / training.METRICS_FILE).read_text().splitlines()]
+    lines = [json.loads(x) for x in (tmp_path / rundir.METRICS_FILE).read_text().splitlines()]
     assert [int(r["skipped_steps"]) for r in lines] == [0, 0, 0, 1, 2, 2, 2, 2, 3, 3]
     assert [int(r["skipped_in_a_row"]) for r in lines] == [0, 0, 0, 1, 2, 0, 0, 0, 1, 0]
 
@@ -217,7 +221,7 @@ def test_a_gradient_that_is_infinite_with_a_finite_loss_is_skipped(tmp_path):
     state = _fit(
         tmp_path,
         lambda params, batch, key: (jnp.sqrt(jnp.abs(params["w"] - batch)), {}),
-        lambda step: jnp.float32(1.0 if step == 0 else 5.0),  # w == batch at step 0
+        lambda step: 1.0 if step == 0 else 5.0,  # w == batch at step 0
         optax.sgd(0.1),
         num_steps=3,
         checkpoint_every=3,
@@ -231,7 +235,7 @@ def test_too_many_skips_in_a_row_stop_the_run_with_its_checkpoint_intact(tmp_pat
         _fit(
             tmp_path,
             lambda params, batch, key: (jnp.where(batch > 3, jnp.nan, params["w"] ** 2), {}),
-            lambda step: jnp.asarray(step, jnp.float32),  # NaN from the 5th step on
+            lambda step: step,  # NaN from the 5th step on
             optax.adam(0.1),
             num_steps=50,
             checkpoint_every=2,
@@ -239,10 +243,10 @@ def test_too_many_skips_in_a_row_stop_the_run_with_its_checkpoint_intact(tmp_pat
             max_skipped_in_a_row=3,
         )
     assert "step 7" in str(info.value) and "intact" in str(info.value)
-    template = training.create_train_state(
+    template = train_state.create_train_state(
         {"w": jnp.ones(())}, optax.adam(0.1), jax.random.PRNGKey(0)
     )
-    restored = training.restore_latest(training.checkpoint_manager(tmp_path), template)
+    restored = checkpoints.restore_latest(checkpoints.checkpoint_manager(tmp_path), template)
     assert int(restored.step) == 6 and int(restored.skipped) == 2
     assert np.isfinite(float(restored.params["w"]))
 
@@ -258,5 +262,5 @@ def test_several_steps_per_call_train_the_same_model(tmp_path):
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(many["K"], one["K"], atol=1e-4)
-    lines = (tmp_path / "many" / training.METRICS_FILE).read_text().splitlines()
+    lines = (tmp_path / "many" / rundir.METRICS_FILE).read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == [20, 40, 60, 80, 100, 120]

@@ -1,4 +1,4 @@
-"""Data parallelism (dpm_jax.sharding, training.make_train_step(mesh=...)) and mixed precision.
+"""Data parallelism (dpm_jax.sharding, train_state.make_train_step(mesh=...)) and mixed precision.
 
 Multi-device checks run a script in a subprocess with 8 faked CPU devices
 (``--xla_force_host_platform_device_count=8``); the multi-host check starts two CPU
@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dpm_jax import gaussian, schedules, sharding, training
+from dpm_jax import gaussian, rundir, schedules, sharding, train_state
 from dpm_jax.data import images as image_data
 from experiments import cifar10, mnist
 from experiments import images as image_exp
@@ -52,7 +52,7 @@ EIGHT_DEVICES = textwrap.dedent(
     """
     import dataclasses, json
     import jax, jax.numpy as jnp, numpy as np
-    from dpm_jax import sharding, training
+    from dpm_jax import sharding, train_state
     from dpm_jax.data import images as image_data
     from experiments import images as image_exp, mnist
 
@@ -74,7 +74,7 @@ EIGHT_DEVICES = textwrap.dedent(
     loss = lambda p, b, k: image_exp.loss_fn(config, scaling, p, b, k)
 
     def fresh_state():  # the step donates the state: new buffers for every run
-        return training.create_train_state(jax.tree.map(jnp.asarray, params), tx, jnp.asarray(rng))
+        return train_state.create_train_state(jax.tree.map(jnp.asarray, params), tx, jnp.asarray(rng))
 
     def run(step_fn, state, place):
         losses, norms = [], []
@@ -84,9 +84,9 @@ EIGHT_DEVICES = textwrap.dedent(
             norms.append(float(metrics["grad_norm"]))
         return state, losses, norms
 
-    s1, l1, n1 = run(training.make_train_step(loss, tx), fresh_state(), jnp.asarray)
+    s1, l1, n1 = run(train_state.make_train_step(loss, tx), fresh_state(), jnp.asarray)
     s8, l8, n8 = run(
-        training.make_train_step(loss, tx, mesh=mesh),
+        train_state.make_train_step(loss, tx, mesh=mesh),
         sharding.replicate(fresh_state(), mesh),
         lambda b: sharding.shard_batch(b, mesh),
     )
@@ -125,6 +125,20 @@ EIGHT_DEVICES = textwrap.dedent(
         "masked_sum": float(values[mask].sum()),
         "direct_sum": float(np.asarray(per_example(jnp.asarray(pixels[0][:13]))).sum()),
     }
+
+    from dpm_jax import evaluation
+    from experiments import common, swiss_roll
+
+    toy = swiss_roll.PRESETS["small"]
+    toy_keys = common.experiment_keys(toy.seed)
+    toy_fn = evaluation.per_example_keys(
+        swiss_roll.exact_bound_fn(toy, swiss_roll.init_params(toy, toy_keys["init"]))
+    )
+    toy_x = np.asarray(swiss_roll._data(toy).sample(toy_keys["test_data"], 37))
+    out["toy_k"] = {
+        str(b): evaluation.evaluate(toy_fn, toy_x, toy_keys["eval"], batch_size=b).tolist()
+        for b in (7, 16)  # 16 splits over the 8 devices, 7 does not
+    }
     print("RESULT " + json.dumps(out))
     """
 )
@@ -162,6 +176,23 @@ def test_exact_bound_on_8_devices_matches_one_device(eight_devices):
     np.testing.assert_allclose(r["null8"], r["null1"], rtol=1e-6)
 
 
+def test_evaluated_bound_is_the_same_on_1_and_8_devices_and_any_batch_size(eight_devices):
+    """Example i's key is folded from i alone: K depends on neither the batch nor the devices."""
+    from dpm_jax import evaluation
+    from experiments import common, swiss_roll
+
+    toy = swiss_roll.PRESETS["small"]
+    keys = common.experiment_keys(toy.seed)
+    fn = evaluation.per_example_keys(
+        swiss_roll.exact_bound_fn(toy, swiss_roll.init_params(toy, keys["init"]))
+    )
+    x = np.asarray(swiss_roll._data(toy).sample(keys["test_data"], 37))
+    one_device = evaluation.evaluate(fn, x, keys["eval"], batch_size=16)
+    assert one_device.shape == (37,) and np.all(np.isfinite(one_device))
+    for batch_size, k in eight_devices["toy_k"].items():
+        np.testing.assert_allclose(k, one_device, rtol=1e-6, atol=1e-6, err_msg=batch_size)
+
+
 def test_indivisible_batch_error_and_padding_counts_each_example_once(eight_devices):
     message = eight_devices["error"]
     assert message is not None
@@ -184,7 +215,7 @@ TWO_PROCESSES = textwrap.dedent(
     port, pid, outdir = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
     jax.config.update("jax_num_cpu_devices", 2)  # 2 local CPU devices per process
     import jax.numpy as jnp, numpy as np, optax
-    from dpm_jax import sharding, training
+    from dpm_jax import sharding, train_state
 
     initialized = sharding.initialize_distributed(f"localhost:{port}", 2, pid)
     mesh = sharding.data_mesh()
@@ -205,15 +236,15 @@ TWO_PROCESSES = textwrap.dedent(
     data = np.asarray(jax.random.normal(jax.random.key(1), (3, GLOBAL_BATCH, 4)))
     tx = optax.adam(1e-2)
     rng = jax.random.key_data(jax.random.key(2))
-    state = sharding.replicate(training.create_train_state(init(), tx, rng), mesh)
-    step = training.make_train_step(loss_fn, tx, mesh=mesh)
+    state = sharding.replicate(train_state.create_train_state(init(), tx, rng), mesh)
+    step = train_state.make_train_step(loss_fn, tx, mesh=mesh)
     losses = []
     for batch in data:  # each process loads only its rows of the global batch
         state, metrics = step(state, sharding.host_batch_to_global(batch[rows], mesh))
         losses.append(float(metrics["loss"]))
 
-    ref = training.create_train_state(init(), tx, rng)  # one device, the whole batch
-    ref_step = training.make_train_step(loss_fn, tx)
+    ref = train_state.create_train_state(init(), tx, rng)  # one device, the whole batch
+    ref_step = train_state.make_train_step(loss_fn, tx)
     ref_losses = []
     for batch in data:
         ref, metrics = ref_step(ref, jnp.asarray(batch))
@@ -377,8 +408,8 @@ def test_bfloat16_network_outputs_float32_close_to_float32_and_trains():
 
     scaling = image_data.ImageScaling(scale=3.0, shift=-1.3)
     tx = image_exp.make_optimizer(config)
-    state = training.create_train_state(params, tx, jax.random.key_data(jax.random.key(2)))
-    step = training.make_train_step(_loss_with_network(config, scaling, bf16), tx)
+    state = train_state.create_train_state(params, tx, jax.random.key_data(jax.random.key(2)))
+    step = train_state.make_train_step(_loss_with_network(config, scaling, bf16), tx)
     pixels = jax.random.randint(jax.random.key(3), (8, 28, 28, 1), 0, 256).astype(jnp.uint8)
     state, metrics = step(state, pixels)
     assert np.isfinite(float(metrics["loss"])) and int(metrics["skipped_steps"]) == 0
@@ -466,5 +497,98 @@ def test_an_experiment_runs_on_two_processes_sharing_a_workdir(tmp_path):
     assert outputs[0]["devices"] == 4 and outputs[0]["K"] == outputs[1]["K"]
     saved = json.loads((workdir / "results.json").read_text())
     assert saved["K"] == outputs[0]["K"] and saved["train_steps"] == 3
-    lines = (workdir / training.METRICS_FILE).read_text().splitlines()
+    lines = (workdir / rundir.METRICS_FILE).read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == [1, 2, 3]  # written once, not twice
+
+
+# ----------------------------------------------------------------------------------------------
+# The one runner on a mesh: a toy experiment on 2 devices, an image experiment with several
+# steps per compiled call.
+
+TOY = {"train_steps": 30, "checkpoint_every": 30, "log_every": 10}
+IMAGE = {"train_steps": 4, "checkpoint_every": 4, "log_every": 2}
+IMAGE_SCALING = {"scale": 3.0, "shift": -1.5}
+
+TRAIN_ON_TWO_DEVICES = textwrap.dedent(
+    f"""
+    import dataclasses, json, sys
+    from pathlib import Path
+    import jax
+    from dpm_jax.data import images
+    from experiments import common, dead_leaves
+    from experiments import images as image_exp
+    from experiments import swiss_roll as sr
+
+    workdir = Path(sys.argv[1])
+    toy = dataclasses.replace(sr.PRESETS["small"], **{TOY!r})
+    state, _ = common.train_on_generator(sr, toy, workdir / "toy", False, sr._data(toy))
+    config = dataclasses.replace(dead_leaves.PRESETS["small"], steps_per_call=2, **{IMAGE!r})
+    image_state = image_exp.train(
+        dead_leaves, config, workdir / "image", dead_leaves.load_split(config, "train"),
+        images.ImageScaling(**{IMAGE_SCALING!r}),
+    )
+    print("RESULT " + json.dumps({{
+        "devices": jax.device_count(),
+        "toy_devices": len(jax.tree.leaves(state.params)[0].sharding.device_set),
+        "image_step": int(image_state.step),
+    }}))
+    """
+)
+
+
+def _restored_params(workdir: Path, template) -> list[np.ndarray]:
+    from dpm_jax import checkpoints
+
+    state = checkpoints.restore_latest(checkpoints.checkpoint_manager(workdir), template)
+    return [np.asarray(x) for x in jax.tree.leaves(state.params)]
+
+
+def test_toy_and_image_experiments_train_through_the_runner_on_two_devices(tmp_path):
+    """A toy experiment on 2 devices, and an image one on 2 devices with 2 steps per call,
+    train the models they train on 1 device with one step per call."""
+    from dpm_jax import train_state
+    from experiments import common, dead_leaves
+    from experiments import swiss_roll as sr
+
+    proc = subprocess.run(
+        [sys.executable, "-c", TRAIN_ON_TWO_DEVICES, str(tmp_path / "two")],
+        env=_env(2),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = _result(proc.stdout)
+    assert out["devices"] == 2 and out["toy_devices"] == 2 and out["image_step"] == 4
+
+    toy = dataclasses.replace(sr.PRESETS["small"], **TOY)
+    common.train_on_generator(sr, toy, tmp_path / "toy", False, sr._data(toy))
+    keys = common.experiment_keys(toy.seed)
+    template = train_state.create_train_state(
+        sr.init_params(toy, keys["init"]), sr.make_optimizer(toy), keys["train"]
+    )
+    for a, b in zip(
+        _restored_params(tmp_path / "toy", template),
+        _restored_params(tmp_path / "two" / "toy", template),
+        strict=True,
+    ):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+
+    config = dataclasses.replace(dead_leaves.PRESETS["small"], **IMAGE)
+    scaling = image_data.ImageScaling(**IMAGE_SCALING)
+    image_exp.train(
+        dead_leaves, config, tmp_path / "image", dead_leaves.load_split(config, "train"), scaling
+    )
+    keys = common.experiment_keys(config.seed)
+    template = train_state.create_train_state(
+        image_exp.init_params(config, keys["init"]), image_exp.make_optimizer(config), keys["train"]
+    )
+    for a, b in zip(
+        _restored_params(tmp_path / "image", template),
+        _restored_params(tmp_path / "two" / "image", template),
+        strict=True,
+    ):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+    lines = (tmp_path / "two" / "image" / rundir.METRICS_FILE).read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [2, 4]

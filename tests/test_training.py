@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from dpm_jax import training
+from dpm_jax import checkpoints, evaluation, rundir, train_state
 from experiments import common
 from experiments import swiss_roll as sr
 
@@ -33,8 +33,10 @@ FAST_ARGS = [
 def _final_params(workdir: Path, config: sr.Config):
     keys = common.experiment_keys(config.seed)
     tx = sr.make_optimizer(config)
-    template = training.create_train_state(sr.init_params(config, keys["init"]), tx, keys["train"])
-    state = training.restore_latest(training.checkpoint_manager(workdir), template)
+    template = train_state.create_train_state(
+        sr.init_params(config, keys["init"]), tx, keys["train"]
+    )
+    state = checkpoints.restore_latest(checkpoints.checkpoint_manager(workdir), template)
     return state
 
 
@@ -87,7 +89,7 @@ def test_incompatible_workdir_is_refused_and_left_untouched(tmp_path):
     before = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
     with pytest.raises(RuntimeError, match="num_hidden"):
         sr.run(dataclasses.replace(FAST, train_steps=40, num_hidden=8), workdir)
-    training.save_run_config(tmp_path / "other", "binary_heartbeat", {})
+    rundir.save_run_config(tmp_path / "other", "binary_heartbeat", {})
     with pytest.raises(RuntimeError, match="binary_heartbeat"):
         sr.run(FAST, tmp_path / "other")
     after = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
@@ -121,35 +123,35 @@ def test_command_line_help_unknown_keys_and_bad_values(capsys):
     assert "beta_1" in capsys.readouterr().err
 
 
-def test_evaluate_per_example_counts_every_example_once():
+def test_evaluate_counts_every_example_once():
     data = np.arange(23 * 2, dtype=np.float32).reshape(23, 2)
-    fn = jax.jit(lambda x, key: jnp.sum(x, axis=1))
-    out = training.evaluate_per_example(fn, data, jax.random.PRNGKey(0), batch_size=5)
+    fn = lambda x, keys: jnp.sum(x, axis=1)  # noqa: E731
+    out = evaluation.evaluate(fn, data, jax.random.PRNGKey(0), batch_size=5)
     np.testing.assert_array_equal(out, data.sum(1))
 
 
 def test_resume_tolerates_a_metrics_line_cut_off_by_a_kill(tmp_path):
-    path = tmp_path / training.METRICS_FILE
+    path = tmp_path / rundir.METRICS_FILE
     path.write_text('{"step": 10, "loss": 1.0}\n{"step": 20, "loss": 0.5}\n{"step": 30, "lo')
-    training._trim_metrics(path, 20)
+    rundir.trim_metrics(path, 20)
     assert path.read_text() == '{"step": 10, "loss": 1.0}\n{"step": 20, "loss": 0.5}\n'
 
 
 def test_restoring_a_checkpoint_of_another_model_is_a_clear_error(tmp_path):
     tx = optax.sgd(0.1)
-    state = training.create_train_state({"w": jnp.ones((3,))}, tx, jax.random.PRNGKey(0))
-    manager = training.checkpoint_manager(tmp_path)
-    manager.save(1, args=training.ocp.args.StandardSave(state))
+    state = train_state.create_train_state({"w": jnp.ones((3,))}, tx, jax.random.PRNGKey(0))
+    manager = checkpoints.checkpoint_manager(tmp_path)
+    checkpoints.save(manager, 1, state)
     manager.wait_until_finished()
-    other = training.create_train_state({"v": jnp.ones((4,))}, tx, jax.random.PRNGKey(0))
+    other = train_state.create_train_state({"v": jnp.ones((4,))}, tx, jax.random.PRNGKey(0))
     with pytest.raises(RuntimeError, match="does not match this model"):
-        training.restore_latest(training.checkpoint_manager(tmp_path), other)
+        checkpoints.restore_latest(checkpoints.checkpoint_manager(tmp_path), other)
 
 
 def test_checkpoints_without_config_are_refused(tmp_path):
-    (tmp_path / training.CHECKPOINT_DIR).mkdir()
+    (tmp_path / rundir.CHECKPOINT_DIR).mkdir()
     with pytest.raises(RuntimeError, match="no config.json"):
-        training.check_run_compatible(tmp_path, "swiss_roll", {})
+        rundir.check_run_compatible(tmp_path, "swiss_roll", {})
 
 
 @pytest.mark.slow

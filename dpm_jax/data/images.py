@@ -11,7 +11,7 @@ returning dicts with an ``"image"`` key works, so tests use a plain NumPy fake. 
 batches are a pure function of (seed, step): epoch ``e = step // steps_per_epoch`` uses the
 permutation ``np.random.default_rng([seed, e]).permutation(n)`` and the ragged tail of each
 epoch is dropped, so a run resumed at step s sees the batch an uninterrupted run would.
-Evaluation visits every example once, in order, padding only the last batch.
+Evaluation reads sources through ``gather_images`` (``dpm_jax.evaluation`` batches them).
 
 Units. ``pixel`` is an integer in {0, ..., 255}. Dequantised data x = (pixel + u) / 256 with
 u ~ U[0, 1) lies in [0, 1); y = 256 x lies in [0, 256). The model sees
@@ -219,30 +219,6 @@ def train_batches(
             epoch, perm = e, epoch_permutation(num_examples, seed, e)
         yield gather_images(source, perm[within * batch_size : (within + 1) * batch_size])
         step += 1
-
-
-def num_eval_batches(num_examples: int, batch_size: int) -> int:
-    """Batches that ``eval_batches`` yields: ceil(num_examples / batch_size)."""
-    num_examples = _check_positive_int(num_examples, "num_examples")
-    return -(-num_examples // _check_positive_int(batch_size, "batch_size"))
-
-
-def eval_batches(source, batch_size: int) -> Iterator[tuple[np.ndarray, int]]:
-    """Every example once, in order: yields (uint8 batch (batch_size, H, W, C), num_valid).
-
-    The first ``num_valid`` rows are real; the last batch is padded to full size by
-    repeating its last real example, so shapes stay fixed (one jit compilation). Weight
-    per-example results by the mask ``arange(batch_size) < num_valid``.
-    """
-    batch_size = _check_positive_int(batch_size, "batch_size")
-    num_examples = len(source)
-    for start in range(0, num_examples, batch_size):
-        batch = gather_images(source, np.arange(start, min(start + batch_size, num_examples)))
-        num_valid = len(batch)
-        if num_valid < batch_size:  # pad without reading anything again
-            pad = np.repeat(batch[-1:], batch_size - num_valid, axis=0)
-            batch = np.concatenate([batch, pad])
-        yield batch, num_valid
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,116 @@
+"""A run directory's bookkeeping: the saved config, compatibility checks on resume, JSON files.
+
+A workdir holds ``config.json`` (experiment name and config), ``metrics.jsonl`` (one JSON
+line per logged step), ``checkpoints/`` (``dpm_jax.checkpoints``) and the experiment's
+results and figures. Nothing here knows which experiment it serves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """Writes JSON to a temporary file in the same folder, then renames it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def config_to_dict(config) -> dict:
+    """A config dataclass as a plain dict (what ``config.json`` stores)."""
+    return dataclasses.asdict(config)
+
+
+def config_defaults(config) -> dict:
+    """The defaults of ``config``'s dataclass (every field of a config class has one)."""
+    return config_to_dict(type(config)())
+
+
+def check_run_compatible(
+    workdir: Path, experiment: str, config: dict, mutable_keys=(), defaults: dict | None = None
+) -> None:
+    """Refuses a workdir whose saved run is another experiment or an incompatible config.
+
+    Keys in ``mutable_keys`` (run length, logging cadence) may change on resume;
+    any other difference would make the checkpoint meaningless for this config. A key
+    the saved config lacks (added to the config class after the run started) matches
+    when the requested value is its entry in ``defaults``, the value that reproduces
+    the old behaviour. Raises before anything in the workdir is touched.
+    """
+    path = Path(workdir) / CONFIG_FILE
+    if not path.exists():
+        if (Path(workdir) / CHECKPOINT_DIR).exists():
+            raise RuntimeError(
+                f"{workdir} holds checkpoints but no {CONFIG_FILE}; it was not written by this "
+                "library or was damaged. Use a new --workdir."
+            )
+        return
+    try:
+        saved = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise RuntimeError(f"{path} is not valid JSON ({e}); use a new --workdir.") from e
+    if saved.get("experiment") != experiment:
+        raise RuntimeError(
+            f"{workdir} holds a run of experiment {saved.get('experiment')!r}, not {experiment!r}. "
+            "Use a new --workdir (nothing in this one was changed)."
+        )
+    old = dict(saved.get("config", {}))
+    for key, value in (defaults or {}).items():
+        old.setdefault(key, value)
+    diffs = sorted(
+        k for k in set(old) | set(config) if k not in mutable_keys and old.get(k) != config.get(k)
+    )
+    if diffs:
+        detail = ", ".join(
+            f"{k}: saved {old.get(k)!r} vs requested {config.get(k)!r}" for k in diffs
+        )
+        raise RuntimeError(
+            f"{workdir} holds a run with a different config ({detail}). Resume with the saved "
+            "values or use a new --workdir (nothing in this one was changed)."
+        )
+
+
+def save_run_config(workdir: Path, experiment: str, config: dict) -> None:
+    """Writes ``workdir/config.json``: the experiment's name and its config."""
+    write_json_atomic(Path(workdir) / CONFIG_FILE, {"experiment": experiment, "config": config})
+
+
+def trim_metrics(path: Path, last_step: int) -> None:
+    """Drops metric lines past the resumed step (about to be re-run) and lines cut off by a kill."""
+    path = Path(path)
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("step", last_step + 1) <= last_step:
+            kept.append(line)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)
+
+
+def append_metrics(path: Path, step: int, values: dict) -> None:
+    """Appends one ``{"step": step, **values}`` line to the metrics log."""
+    with Path(path).open("a") as f:
+        f.write(json.dumps({"step": step, **values}) + "\n")
