@@ -50,7 +50,7 @@ def _sigterm_flag():
         signal.signal(signal.SIGTERM, previous)
 
 
-def call_size(step: int, steps_per_call: int, boundaries: tuple[int, ...], num_steps: int) -> int:
+def _call_size(step: int, steps_per_call: int, boundaries: tuple[int, ...], num_steps: int) -> int:
     """Steps in the call starting at ``step``: ``steps_per_call`` unless a log, checkpoint
     or end step (multiples of ``boundaries``, and ``num_steps``) falls inside, then 1."""
     if steps_per_call < 2:
@@ -129,7 +129,7 @@ def fit(
         return state
 
     def next_call(step: int) -> int:
-        return call_size(step, steps_per_call, (log_every, checkpoint_every), num_steps)
+        return _call_size(step, steps_per_call, (log_every, checkpoint_every), num_steps)
 
     with (
         _sigterm_flag() as sigterm,

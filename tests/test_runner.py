@@ -76,6 +76,21 @@ def test_a_skipped_non_finite_step_leaves_parameters_and_ema_unchanged():
         np.testing.assert_array_equal(a, np.asarray(b))
 
 
+def test_an_experiment_trains_the_ema_of_its_config_and_evaluates_it(tmp_path):
+    config = dataclasses.replace(
+        sr.PRESETS["small"], train_steps=3, checkpoint_every=3, log_every=3, ema_decay=0.5
+    )
+    state, _ = common.train_on_generator(sr, config, tmp_path, False, sr._data(config))
+    params, ema = jax.tree.leaves(state.params), jax.tree.leaves(state.ema_params)
+    assert any(
+        not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(params, ema, strict=True)
+    )
+    evaluated = jax.tree.leaves(train_state.eval_params(state, config.ema_decay))
+    assert all(
+        np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(evaluated, ema, strict=True)
+    )
+
+
 def test_ema_decay_outside_0_1_is_refused():
     with pytest.raises(ValueError, match="ema_decay"):
         train_state.make_train_step(_quadratic, optax.sgd(0.1), ema_decay=1.0)
