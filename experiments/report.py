@@ -1,8 +1,10 @@
 """The reproduction report: the paper's Tables 1 and 2 next to this project's measured runs.
 
-  python -m experiments.report RUN_DIR [RUN_DIR ...] [--output docs/reproduction.md]
+  python -m experiments.report [RUN_DIR ...] [--output docs/reproduction.md]
 
-Reads each ``RUN_DIR/results.json`` (written by ``python -m experiments.<name>``) and
+Without RUN_DIRs it reads every documented run under ``docs/runs/`` (run from the repository
+root): what regenerates the committed ``docs/reproduction.md`` from a clean clone. Reads each
+``RUN_DIR/results.json`` (written by ``python -m experiments.<name>``) and
 writes one Markdown page: for every row of the paper's Tables 1 and 2, the paper's number,
 ours with its standard error, the units, the data each used, the hardware, the wall time,
 the training steps and the command that produced it. A row without a run says so; no
@@ -90,6 +92,14 @@ ROWS = (
         "MNIST training images as the samples",
     ),
 )
+
+
+DOCUMENTED_RUNS = Path("docs/runs")
+
+
+def documented_runs(root: Path = DOCUMENTED_RUNS) -> list[Path]:
+    """Every run directory under ``root`` that holds a results.json, sorted by name."""
+    return sorted(p.parent for p in Path(root).glob("*/results.json"))
 
 
 class ResultsError(ValueError):
@@ -186,9 +196,19 @@ def render(runs: dict[str, tuple[str, dict]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__)
-    parser.add_argument("runs", nargs="+", type=Path, help="run directories with results.json")
+    parser.add_argument(
+        "runs",
+        nargs="*",
+        type=Path,
+        help=f"run directories with results.json (default: every run under {DOCUMENTED_RUNS}/)",
+    )
     parser.add_argument("--output", type=Path, default=Path("docs/reproduction.md"))
     args = parser.parse_args(argv)
+    if not args.runs:
+        args.runs = documented_runs()
+        if not args.runs:
+            print(f"error: no runs under {DOCUMENTED_RUNS}/; pass RUN_DIRs", file=sys.stderr)
+            raise SystemExit(1)
     runs: dict[str, tuple[str, dict]] = {}
     try:
         for run_dir in args.runs:
