@@ -52,6 +52,10 @@ posterior N(y/2, 1/2). With the exact reverse kernel, T = 40 steps and y = 1.5 t
 gives (0.833, 0.409), biased too, differently. Treat both as the paper's heuristic, not as exact posterior
 sampling; for a Gaussian observation use :func:`denoise_exact`.
 
+The module is longer than most (about 450 lines, an eighth of them this account): the four
+samplers, the kernel transforms they apply and the measured account of which are exact
+belong together; their input checks live in :mod:`dpm_jax.validation`.
+
 Conventions as in :mod:`dpm_jax.gaussian`: x has shape (N, *event); t is the paper's 1-based
 time; trajectories have shape (T + 1, N, *event) with trajectory[t] = x^(t).
 """
@@ -68,7 +72,14 @@ import numpy as np
 from dpm_jax.gaussian import Kernel, ReverseFn, sample_chain
 from dpm_jax.schedules import Schedule, alpha_bar
 from dpm_jax.shapes import t_array
-from dpm_jax.validation import check_batch, is_concrete
+from dpm_jax.validation import (
+    check_batch,
+    check_known,
+    check_noise_var,
+    check_sample_shape,
+    check_scalar_noise_var,
+    is_concrete,
+)
 
 #: Where :func:`denoise` starts the chain: the observation y itself (the released code) or
 #: x^(T) ~ pi = N(0, I) (the paper's p~(x^(T)) when the factor is scheduled).
@@ -152,97 +163,6 @@ def guided_kernel(kernel: Kernel, grad_log_r: jax.Array) -> Kernel:
 
 
 # ----------------------------------------------------------------------------------------------
-# Input checks.
-
-
-def _check_noise_var(noise_var, y: jax.Array) -> jax.Array:
-    noise_var = jnp.asarray(noise_var, y.dtype)
-    try:
-        broadcast = np.broadcast_shapes(noise_var.shape, y.shape)
-    except ValueError:
-        broadcast = None
-    if broadcast != tuple(y.shape):
-        raise ValueError(
-            f"noise_var must be a scalar or broadcast to y's shape {tuple(y.shape)}; got shape "
-            f"{tuple(noise_var.shape)}."
-        )
-    if is_concrete(noise_var):
-        nv = np.asarray(noise_var)
-        bad = nv[~(nv > 0)]
-        if bad.size:
-            raise ValueError(
-                "noise_var (the variance of the observation noise, y = x + sqrt(noise_var) eps) "
-                f"must be > 0 everywhere (inf marks an unobserved element); got {bad.size} "
-                f"value(s) that are not, e.g. {bad.flat[0]!r}. For exactly known values use "
-                "inpaint()."
-            )
-    return noise_var
-
-
-def _check_scalar_noise_var(noise_var) -> jax.Array:
-    """noise_var as a float32 scalar; > 0 and finite when it holds values."""
-    if jnp.ndim(noise_var) != 0:
-        raise ValueError(
-            "noise_var must be a scalar here: one observation noise level per call, because the "
-            "matched step t* it selects is shared by the whole batch (the chain starts at t* "
-            f"for every example); got shape {tuple(jnp.shape(noise_var))}. Call once per noise "
-            "level, or use denoise() (the paper's approximate factor method) for per-element "
-            "noise."
-        )
-    noise_var = jnp.asarray(noise_var, jnp.float32)
-    if is_concrete(noise_var) and not (np.isfinite(noise_var) and noise_var > 0):
-        raise ValueError(
-            "noise_var (the variance of the observation noise, y = x + sqrt(noise_var) eps) "
-            f"must be finite and > 0; got {float(noise_var)!r}. For exactly known values use "
-            "inpaint()."
-        )
-    return noise_var
-
-
-def _check_known(x_known, known_mask) -> None:
-    """Rank, dtype, mask shape and dtype; finiteness only where the mask is True."""
-    if not hasattr(x_known, "shape"):
-        raise TypeError(
-            f"x_known must be an array of shape (N, ...); got {type(x_known).__name__}."
-        )
-    # Rank and dtype first (a zero-strided stand-in: no values needed).
-    check_batch(np.broadcast_to(np.zeros((), x_known.dtype), x_known.shape), "x_known")
-    mask_shape = getattr(known_mask, "shape", None)
-    if mask_shape is None or tuple(mask_shape) != tuple(x_known.shape):
-        raise ValueError(
-            f"known_mask must have exactly x_known's shape {tuple(x_known.shape)}; got "
-            f"{None if mask_shape is None else tuple(mask_shape)}. Broadcast a per-example mask "
-            "with jnp.broadcast_to(mask, x_known.shape)."
-        )
-    if np.dtype(known_mask.dtype) != np.bool_:
-        raise TypeError(
-            f"known_mask must be boolean (True = known); got dtype {known_mask.dtype}. "
-            "Use mask.astype(bool)."
-        )
-    if is_concrete(x_known) and is_concrete(known_mask):
-        # Entries outside the mask are never used and may hold anything (NaN included).
-        known = np.asarray(x_known)[np.asarray(known_mask)]
-        if not np.all(np.isfinite(known)):
-            raise ValueError(
-                f"x_known holds {int(np.sum(~np.isfinite(known)))} non-finite value(s) under "
-                "known_mask; known values must be finite (unknown entries may be anything)."
-            )
-
-
-def _check_shape(shape) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(s) for s in shape)
-    except TypeError as err:
-        raise TypeError(f"shape must be a tuple of ints (N, *event); got {shape!r}.") from err
-    if len(shape) < 2 or min(shape) < 1:
-        raise ValueError(
-            f"shape must be (N, *event) with rank >= 2 and positive sizes; got {shape}. "
-            "Use (N, 1) for scalar examples."
-        )
-    return shape
-
-
-# ----------------------------------------------------------------------------------------------
 # Public samplers.
 
 
@@ -288,7 +208,7 @@ def denoise(
       x^(0) of y's shape, or (x^(0), trajectory).
     """
     check_batch(y, "y")
-    noise_var = _check_noise_var(noise_var, y)
+    noise_var = check_noise_var(noise_var, y)
     if start is None:
         start = "prior" if schedule_factor else "observation"
     if start not in STARTS:
@@ -342,7 +262,7 @@ def matched_step(schedule: Schedule, noise_var) -> tuple[jax.Array, jax.Array]:
       ValueError: noise_var not a finite scalar > 0, or no step as noisy as the observation
         (abar_T > 1 / (1 + noise_var)).
     """
-    noise_var = _check_scalar_noise_var(noise_var)
+    noise_var = check_scalar_noise_var(noise_var)
     num_steps = schedule.num_steps
     ab = schedule.alphas_cumprod  # abar_1..T, non-increasing
     ok = ab * (1.0 + noise_var) <= 1.0 + MATCH_RTOL
@@ -459,7 +379,7 @@ def inpaint(
     Returns:
       x^(0) of x_known's shape, or (x^(0), trajectory).
     """
-    _check_known(x_known, known_mask)
+    check_known(x_known, known_mask)
     shape = x_known.shape
 
     def init(k):
@@ -514,7 +434,7 @@ def guided_sample(
     Returns:
       x^(0) of ``shape``, or (x^(0), trajectory (T + 1, *shape)) with trajectory[t] = x^(t).
     """
-    shape = _check_shape(shape)
+    shape = check_sample_shape(shape)
     if not callable(grad_log_r_fn):
         raise TypeError(f"grad_log_r_fn must be callable (x, t) -> array; got {grad_log_r_fn!r}.")
     if is_concrete(scale) and not np.all(np.isfinite(np.asarray(scale))):

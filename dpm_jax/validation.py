@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 #: Data whose variance lies outside [1 / UNIT_VARIANCE_TOLERANCE, UNIT_VARIANCE_TOLERANCE]
@@ -70,3 +71,94 @@ def warn_if_not_unit_variance(x, name: str = "x0") -> None:
             UserWarning,
             stacklevel=3,
         )
+
+
+# ----------------------------------------------------------------------------------------------
+# Posterior samplers (dpm_jax.conditioning).
+
+
+def check_noise_var(noise_var, y: jax.Array) -> jax.Array:
+    noise_var = jnp.asarray(noise_var, y.dtype)
+    try:
+        broadcast = np.broadcast_shapes(noise_var.shape, y.shape)
+    except ValueError:
+        broadcast = None
+    if broadcast != tuple(y.shape):
+        raise ValueError(
+            f"noise_var must be a scalar or broadcast to y's shape {tuple(y.shape)}; got shape "
+            f"{tuple(noise_var.shape)}."
+        )
+    if is_concrete(noise_var):
+        nv = np.asarray(noise_var)
+        bad = nv[~(nv > 0)]
+        if bad.size:
+            raise ValueError(
+                "noise_var (the variance of the observation noise, y = x + sqrt(noise_var) eps) "
+                f"must be > 0 everywhere (inf marks an unobserved element); got {bad.size} "
+                f"value(s) that are not, e.g. {bad.flat[0]!r}. For exactly known values use "
+                "inpaint()."
+            )
+    return noise_var
+
+
+def check_scalar_noise_var(noise_var) -> jax.Array:
+    """noise_var as a float32 scalar; > 0 and finite when it holds values."""
+    if jnp.ndim(noise_var) != 0:
+        raise ValueError(
+            "noise_var must be a scalar here: one observation noise level per call, because the "
+            "matched step t* it selects is shared by the whole batch (the chain starts at t* "
+            f"for every example); got shape {tuple(jnp.shape(noise_var))}. Call once per noise "
+            "level, or use denoise() (the paper's approximate factor method) for per-element "
+            "noise."
+        )
+    noise_var = jnp.asarray(noise_var, jnp.float32)
+    if is_concrete(noise_var) and not (np.isfinite(noise_var) and noise_var > 0):
+        raise ValueError(
+            "noise_var (the variance of the observation noise, y = x + sqrt(noise_var) eps) "
+            f"must be finite and > 0; got {float(noise_var)!r}. For exactly known values use "
+            "inpaint()."
+        )
+    return noise_var
+
+
+def check_known(x_known, known_mask) -> None:
+    """Rank, dtype, mask shape and dtype; finiteness only where the mask is True."""
+    if not hasattr(x_known, "shape"):
+        raise TypeError(
+            f"x_known must be an array of shape (N, ...); got {type(x_known).__name__}."
+        )
+    # Rank and dtype first (a zero-strided stand-in: no values needed).
+    check_batch(np.broadcast_to(np.zeros((), x_known.dtype), x_known.shape), "x_known")
+    mask_shape = getattr(known_mask, "shape", None)
+    if mask_shape is None or tuple(mask_shape) != tuple(x_known.shape):
+        raise ValueError(
+            f"known_mask must have exactly x_known's shape {tuple(x_known.shape)}; got "
+            f"{None if mask_shape is None else tuple(mask_shape)}. Broadcast a per-example mask "
+            "with jnp.broadcast_to(mask, x_known.shape)."
+        )
+    if np.dtype(known_mask.dtype) != np.bool_:
+        raise TypeError(
+            f"known_mask must be boolean (True = known); got dtype {known_mask.dtype}. "
+            "Use mask.astype(bool)."
+        )
+    if is_concrete(x_known) and is_concrete(known_mask):
+        # Entries outside the mask are never used and may hold anything (NaN included).
+        known = np.asarray(x_known)[np.asarray(known_mask)]
+        if not np.all(np.isfinite(known)):
+            raise ValueError(
+                f"x_known holds {int(np.sum(~np.isfinite(known)))} non-finite value(s) under "
+                "known_mask; known values must be finite (unknown entries may be anything)."
+            )
+
+
+def check_sample_shape(shape) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(s) for s in shape)
+    except TypeError as err:
+        raise TypeError(f"shape must be a tuple of ints (N, *event); got {shape!r}.") from err
+    if len(shape) < 2 or min(shape) < 1:
+        raise ValueError(
+            f"shape must be (N, *event) with rank >= 2 and positive sizes; got {shape}. "
+            "Use (N, 1) for scalar examples."
+        )
+    return shape
