@@ -9,7 +9,6 @@ ratios within one run, not absolute times across machines.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import os
 import platform
@@ -21,6 +20,7 @@ from dpm_jax import binomial, schedules, train_state
 from dpm_jax.data import Heartbeat
 from experiments import binary_heartbeat as hb
 from experiments import common
+from experiments import config as cfg
 
 
 def train_steps_per_second(config: hb.Config, steps: int) -> float:
@@ -28,7 +28,7 @@ def train_steps_per_second(config: hb.Config, steps: int) -> float:
     tx = hb.make_optimizer(config)
     state = train_state.create_train_state(hb.init_params(config, keys["init"]), tx, keys["train"])
     step_fn = train_state.make_train_step(functools.partial(hb.loss_fn, config), tx)
-    sample = jax.jit(lambda k: Heartbeat().sample(k, config.batch_size))
+    sample = jax.jit(lambda k: Heartbeat().sample(k, config.train.batch_size))
     state, _ = step_fn(state, sample(keys["train_data"]))  # compile
     jax.block_until_ready(state)
     start = time.perf_counter()
@@ -41,9 +41,9 @@ def train_steps_per_second(config: hb.Config, steps: int) -> float:
 def exact_bound_examples_per_second(config: hb.Config, examples: int) -> float:
     keys = common.experiment_keys(config.seed)
     params = hb.init_params(config, keys["init"])
-    schedule = schedules.binomial_schedule(config.diffusion_steps)
+    schedule = schedules.binomial_schedule(config.diffusion.steps)
     fn = hb.reverse_fn_from_params(config, params, schedule)
-    bound = jax.jit(lambda x, k: binomial.bound_exact(schedule, fn, x, config.pi, k))
+    bound = jax.jit(lambda x, k: binomial.bound_exact(schedule, fn, x, config.diffusion.pi, k))
     x = Heartbeat().sample(keys["test_data"], examples)
     jax.block_until_ready(bound(x, keys["eval"]))  # compile
     start = time.perf_counter()
@@ -62,19 +62,19 @@ def main() -> None:
     )
     base = hb.Config()
     rates = {}
-    for basis in (0, base.readout_basis):
-        config = dataclasses.replace(base, readout_basis=basis)
+    for basis in (0, base.model.readout_basis):
+        config = cfg.replace(base, {"model.readout_basis": basis})
         rates[basis] = train_steps_per_second(config, args.steps)
         label = "free per-step readout" if basis == 0 else f"readout through {basis} bumps"
         print(
-            f"train step, batch {config.batch_size}, T = {config.diffusion_steps}, {label}: "
-            f"{rates[basis]:,.1f} steps/s ({rates[basis] * config.batch_size:,.0f} sequences/s)"
+            f"train step, batch {config.train.batch_size}, T = {config.diffusion.steps}, {label}: "
+            f"{rates[basis]:,.1f} steps/s ({rates[basis] * config.train.batch_size:,.0f} sequences/s)"
         )
-    print(f"ratio bumps / free: {rates[base.readout_basis] / rates[0]:.2f}")
+    print(f"ratio bumps / free: {rates[base.model.readout_basis] / rates[0]:.2f}")
     rate = exact_bound_examples_per_second(base, args.eval_examples)
     print(
-        f"exact bound (T = {base.diffusion_steps}, all t): {rate:,.0f} sequences/s, "
-        f"{rate * (base.diffusion_steps - 1):,.0f} KL terms/s"
+        f"exact bound (T = {base.diffusion.steps}, all t): {rate:,.0f} sequences/s, "
+        f"{rate * (base.diffusion.steps - 1):,.0f} KL terms/s"
     )
 
 

@@ -41,15 +41,21 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dpm_jax import gaussian, schedules, sharding, train_state  # noqa: E402
-from dpm_jax.data import images as image_data  # noqa: E402
-from experiments import cifar10, mnist  # noqa: E402
-from experiments import images as image_exp  # noqa: E402
+from dpm_jax import gaussian, parameterisation, sharding, train_state  # noqa: E402
+from dpm_jax.data import ImageScaling, preprocess  # noqa: E402
+from experiments import cifar10, image_model, mnist  # noqa: E402
+from experiments import config as cfg  # noqa: E402
+from experiments.image_config import ImageConfig  # noqa: E402
 
 MODELS = {"mnist": mnist, "cifar10": cifar10}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-SCALING = image_data.ImageScaling(scale=3.3, shift=-1.5)  # about MNIST's; speed is unaffected
-QUICK = {"diffusion_steps": 10, "batch_size": 16, "eval_batch_size": 8, "num_samples": 8}
+SCALING = ImageScaling(scale=3.3, shift=-1.5)  # about MNIST's; speed is unaffected
+QUICK = {
+    "diffusion.steps": 10,
+    "train.batch_size": 16,
+    "eval.batch_size": 8,
+    "eval.num_samples": 8,
+}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -58,43 +64,39 @@ QUICK = {"diffusion_steps": 10, "batch_size": 16, "eval_batch_size": 8, "num_sam
 
 @dataclasses.dataclass(frozen=True)
 class ModelFns:
-    config: image_exp.ImageConfig
+    config: ImageConfig
     dtype: jnp.dtype
 
     def model(self):
-        return image_exp.network(self.config).clone(dtype=self.dtype)
+        return image_model.network(self.config).clone(dtype=self.dtype)
 
     def _reverse_fn(self, params):
         config, model = self.config, self.model()
-        sched = image_exp.schedule(config)
 
-        def reverse_fn(x_t, t):
-            z_mu, z_sigma = model.apply({"params": params}, x_t, t)
-            beta_t = schedules.beta(sched, t)[:, None, None, None]
-            return gaussian.readout(
-                config.readout, x_t, z_mu, z_sigma, beta_t, config.diffusion_steps
-            )
+        def model_fn(x_t, t):
+            return model.apply({"params": params}, x_t, t)
 
-        return reverse_fn
+        param = parameterisation.from_readout(config.model.readout)
+        return parameterisation.make_reverse_fn(param, image_model.schedule(config), model_fn)
 
     def loss(self, params, batch, key):
-        """``experiments.images.loss_fn`` with this network dtype."""
+        """``experiments.image_model.loss_fn`` with this network dtype."""
         key_u, key_k = jax.random.split(key)
-        x0 = image_data.preprocess(batch, key_u, SCALING)
-        sched = image_exp.schedule(self.config)
+        x0 = preprocess(batch, key_u, SCALING)
+        sched = image_model.schedule(self.config)
         k = gaussian.bound_estimate(sched, self._reverse_fn(params), x0, key_k)
-        k = k / image_exp.pixels_per_image(self.config)
+        k = k / image_model.pixels_per_image(self.config)
         return -jnp.mean(k), {}
 
     def bound(self, params, pixels, key):
-        """``experiments.images.exact_bound_fn`` (K only), params as an argument."""
+        """``experiments.image_eval.exact_bound_fn`` (K only), params as an argument."""
         key_u, key_k = jax.random.split(key)
-        z = image_data.preprocess(pixels, key_u, SCALING)
-        sched = image_exp.schedule(self.config)
+        z = preprocess(pixels, key_u, SCALING)
+        sched = image_model.schedule(self.config)
         return gaussian.bound_exact(sched, self._reverse_fn(params), z, key_k)
 
     def sample(self, params, key, count: int):
-        sched = image_exp.schedule(self.config)
+        sched = image_model.schedule(self.config)
         shape = (count, *self.config.image_shape())
         return gaussian.sample(sched, self._reverse_fn(params), key, shape)
 
@@ -189,7 +191,7 @@ def measured_peak(dtype, quick: bool) -> dict:
 
 def quick_params(config, seed: int = 0):
     """Random parameters of the network's shapes (fast; the orthogonal init's QR is slow on CPU)."""
-    shapes = jax.eval_shape(lambda k: image_exp.init_params(config, k), jax.random.key(0))
+    shapes = jax.eval_shape(lambda k: image_model.init_params(config, k), jax.random.key(0))
     gen = np.random.default_rng(seed)
 
     def draw(s):
@@ -202,7 +204,7 @@ def quick_params(config, seed: int = 0):
 def init_params(config, quick: bool):
     if quick:
         return quick_params(config)
-    return jax.jit(lambda k: image_exp.init_params(config, k))(jax.random.key(0))
+    return jax.jit(lambda k: image_model.init_params(config, k))(jax.random.key(0))
 
 
 _MODEL_FLOPS: dict = {}
@@ -217,18 +219,18 @@ def model_flops(config, float32_step=None) -> tuple[float, float]:
     if config in _MODEL_FLOPS:
         return _MODEL_FLOPS[config]
     fns = ModelFns(config, jnp.float32)
-    tx = image_exp.make_optimizer(config)
+    tx = image_model.make_optimizer(config)
     key = jax.random.key(1)
-    abstract_params = jax.eval_shape(lambda k: image_exp.init_params(config, k), key)
+    abstract_params = jax.eval_shape(lambda k: image_model.init_params(config, k), key)
     image = config.image_shape()
     if float32_step is None:
         abstract_state = jax.eval_shape(
             lambda p: train_state.create_train_state(p, tx, train_key_data()), abstract_params
         )
-        batch = jax.ShapeDtypeStruct((config.batch_size, *image), jnp.uint8)
+        batch = jax.ShapeDtypeStruct((config.train.batch_size, *image), jnp.uint8)
         step = train_state.make_train_step(fns.loss, tx)
         float32_step, _ = compile_timed(step, abstract_state, batch)
-    n = config.eval_batch_size
+    n = config.eval.batch_size
     forward, _ = compile_timed(
         jax.jit(fns.forward),
         abstract_params,
@@ -241,10 +243,10 @@ def model_flops(config, float32_step=None) -> tuple[float, float]:
 
 def bench_model(name, config, dtype_name, args, peak) -> dict:
     fns = ModelFns(config, DTYPES[dtype_name])
-    T = config.diffusion_steps
-    tx = image_exp.make_optimizer(config)
+    T = config.diffusion.steps
+    tx = image_model.make_optimizer(config)
     key = jax.random.key(1)
-    abstract_params = jax.eval_shape(lambda k: image_exp.init_params(config, k), key)
+    abstract_params = jax.eval_shape(lambda k: image_model.init_params(config, k), key)
     spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype)  # noqa: E731
     image = config.image_shape()
 
@@ -253,12 +255,12 @@ def bench_model(name, config, dtype_name, args, peak) -> dict:
     abstract_state = jax.eval_shape(
         lambda p: train_state.create_train_state(p, tx, train_key_data()), abstract_params
     )
-    batch_spec = spec((config.batch_size, *image), jnp.uint8)
+    batch_spec = spec((config.train.batch_size, *image), jnp.uint8)
     step_c, step_compile = compile_timed(step, abstract_state, batch_spec)
-    eval_spec = spec((config.eval_batch_size, *image), jnp.uint8)
+    eval_spec = spec((config.eval.batch_size, *image), jnp.uint8)
     key_spec = jax.eval_shape(lambda: key)
     bound_c, bound_compile = compile_timed(jax.jit(fns.bound), abstract_params, eval_spec, key_spec)
-    n_samples = config.num_samples
+    n_samples = config.eval.num_samples
     sampler = jax.jit(fns.sample, static_argnums=2)
     sample_c, sample_compile = compile_timed(sampler, abstract_params, key_spec, n_samples)
     step_flops, fwd_flops_per_image = model_flops(
@@ -268,7 +270,7 @@ def bench_model(name, config, dtype_name, args, peak) -> dict:
         "model": name,
         "dtype": dtype_name,
         "T": T,
-        "batch": config.batch_size,
+        "batch": config.train.batch_size,
         "compile_s": {
             "train_step": step_compile,
             "exact_bound": bound_compile,
@@ -282,7 +284,7 @@ def bench_model(name, config, dtype_name, args, peak) -> dict:
 
     params = init_params(config, args.quick)
     state = train_state.create_train_state(params, tx, train_key_data())  # donated
-    batch = pixels_batch(config, config.batch_size)
+    batch = pixels_batch(config, config.train.batch_size)
     box = {"state": state}
 
     def one_step():
@@ -290,15 +292,15 @@ def bench_model(name, config, dtype_name, args, peak) -> dict:
         return metrics["loss"]
 
     seconds = time_calls(one_step, args.steps)
-    result["train_images_per_s"] = config.batch_size / seconds
+    result["train_images_per_s"] = config.train.batch_size / seconds
     result["train_flops_per_s"] = step_flops / seconds
     result["train_peak_fraction"] = result["train_flops_per_s"] / peak["peak"]
 
     params = box["state"].params
-    pixels = pixels_batch(config, config.eval_batch_size, seed=1)
+    pixels = pixels_batch(config, config.eval.batch_size, seed=1)
     seconds = time_calls(lambda: bound_c(params, pixels, key), 1)
-    result["bound_images_per_s"] = config.eval_batch_size / seconds
-    result["bound_flops_per_s"] = (T - 1) * fwd_flops_per_image * config.eval_batch_size / seconds
+    result["bound_images_per_s"] = config.eval.batch_size / seconds
+    result["bound_flops_per_s"] = (T - 1) * fwd_flops_per_image * config.eval.batch_size / seconds
     seconds = time_calls(lambda: sample_c(params, key), 1)
     result["sample_images_per_s"] = n_samples / seconds
     result["sample_flops_per_s"] = (T - 1) * fwd_flops_per_image * n_samples / seconds
@@ -335,10 +337,10 @@ def print_result(r: dict, peak: dict) -> None:
 
 def scaling_line(name, config, dtype_name, args) -> None:
     fns = ModelFns(config, DTYPES[dtype_name])
-    tx = image_exp.make_optimizer(config)
+    tx = image_model.make_optimizer(config)
     params = jax.tree.map(np.asarray, init_params(config, args.quick))
     counts = [n for n in (1, 2, 4, 8) if n <= jax.device_count()]
-    per_device = config.batch_size
+    per_device = config.train.batch_size
     rates = {}
     for n in counts:
         mesh = sharding.data_mesh(jax.devices()[:n])
@@ -404,7 +406,7 @@ def main(argv=None) -> None:
     for name in models:
         config = MODELS[name].PRESETS["small" if args.quick else "default"]
         if args.quick:
-            config = dataclasses.replace(config, **QUICK)
+            config = cfg.replace(config, QUICK)
         for d in dtypes:
             print_result(bench_model(name, config, d, args, peaks[d]), peaks[d])
         if not args.compile_only and not args.no_scaling:

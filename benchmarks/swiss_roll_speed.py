@@ -8,7 +8,6 @@ Prints the machine, then each figure; compare ratios, not absolute times.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import os
 import platform
@@ -18,6 +17,7 @@ import jax
 
 from dpm_jax import train_state
 from experiments import common
+from experiments import config as cfg
 from experiments import swiss_roll as sr
 
 
@@ -36,7 +36,7 @@ def train_steps_per_second(config: sr.Config, steps: int) -> float:
     tx = sr.make_optimizer(config)
     state = train_state.create_train_state(sr.init_params(config, keys["init"]), tx, keys["train"])
     step_fn = train_state.make_train_step(functools.partial(sr.loss_fn, config), tx)
-    batch = sr._data(config).sample(keys["train_data"], config.batch_size)
+    batch = sr._data(config).sample(keys["train_data"], config.train.batch_size)
     state, _ = step_fn(state, batch)  # compile
     jax.block_until_ready(state)
     start = time.perf_counter()
@@ -57,11 +57,11 @@ def main() -> None:
     )
     base = sr.Config()
     for objective in sr.OBJECTIVES:
-        config = dataclasses.replace(base, objective=objective)
+        config = cfg.replace(base, {"train.objective": objective})
         rate = train_steps_per_second(config, args.steps)
         print(
-            f"train step, objective={objective}, batch {config.batch_size}: {rate:,.0f} steps/s "
-            f"({rate * config.batch_size:,.0f} examples/s)"
+            f"train step, objective={objective}, batch {config.train.batch_size}: {rate:,.0f} "
+            f"steps/s ({rate * config.train.batch_size:,.0f} examples/s)"
         )
     keys = common.experiment_keys(base.seed)
     params = sr.init_params(base, keys["init"])
@@ -69,9 +69,9 @@ def main() -> None:
     fn = sr.exact_bound_fn(base, params)
     seconds = _time(lambda: fn(x, keys["eval"]), repeats=3)
     print(
-        f"exact bound (T = {base.diffusion_steps}, all t): "
+        f"exact bound (T = {base.diffusion.steps}, all t): "
         f"{args.eval_examples / seconds:,.0f} examples/s, "
-        f"{args.eval_examples * (base.diffusion_steps - 1) / seconds:,.0f} KL terms/s"
+        f"{args.eval_examples * (base.diffusion.steps - 1) / seconds:,.0f} KL terms/s"
     )
 
 

@@ -77,7 +77,7 @@ def evaluate(
     ``fn(x_batch, keys)`` is jitted here; ``keys[j]`` is example ``j``'s key
     (:func:`example_keys` of its global index). ``data`` is an array indexed on its
     first axis, or any sized source read by ``gather(data, indices) -> batch`` (e.g.
-    ``dpm_jax.data.images.gather_images``). ``mesh`` defaults to every device
+    ``dpm_jax.data.batching.gather_images``). ``mesh`` defaults to every device
     (``sharding.data_mesh``); with several processes every process passes the same
     data and gets every value.
     """

@@ -38,7 +38,6 @@ class Kernel(NamedTuple):
 
 ReverseFn = Callable[[jax.Array, jax.Array], Kernel]
 
-READOUTS = ("paper", "reference_code")
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -90,41 +89,7 @@ def q_posterior(schedule: Schedule, x0: jax.Array, x_t: jax.Array, t: jax.Array)
 
 
 # ----------------------------------------------------------------------------------------------
-# Reverse kernel readouts.
-
-
-def paper_readout(x_t: jax.Array, z_mu: jax.Array, z_sigma: jax.Array, beta_t) -> Kernel:
-    """Eqs. 64-65: Sigma = sigmoid(z_Sigma + logit beta_t), mu = (x - z_mu)(1 - Sigma) + z_mu.
-
-    Both are perturbations of the forward kernel; z_mu is the fixed point the
-    reverse step relaxes towards. ``beta_t`` broadcasts against x_t.
-    """
-    var = jax.nn.sigmoid(z_sigma + jnp.log(beta_t) - jnp.log1p(-beta_t))
-    mean = (x_t - z_mu) * (1.0 - var) + z_mu
-    return Kernel(mean=mean, var=var)
-
-
-def reference_code_readout(
-    x_t: jax.Array, z_mu: jax.Array, z_sigma: jax.Array, beta_t, num_steps: int
-) -> Kernel:
-    """The 2015 code's readout (``get_mu_sigma``): mu = sqrt(1 - beta_t) x + sqrt(beta_t) z_mu,
-
-    Sigma = sigmoid(z_Sigma / sqrt(T) + logit beta_t).
-    """
-    var = jax.nn.sigmoid(z_sigma / math.sqrt(num_steps) + jnp.log(beta_t) - jnp.log1p(-beta_t))
-    mean = jnp.sqrt(1.0 - beta_t) * x_t + jnp.sqrt(beta_t) * z_mu
-    return Kernel(mean=mean, var=var)
-
-
-def readout(
-    kind: str, x_t: jax.Array, z_mu: jax.Array, z_sigma: jax.Array, beta_t, num_steps: int
-) -> Kernel:
-    """Selects the reverse-kernel readout: ``"paper"`` (Eqs. 64-65) or ``"reference_code"``."""
-    if kind == "paper":
-        return paper_readout(x_t, z_mu, z_sigma, beta_t)
-    if kind == "reference_code":
-        return reference_code_readout(x_t, z_mu, z_sigma, beta_t, num_steps)
-    raise ValueError(f"unknown readout {kind!r}; choose one of {READOUTS}.")
+# The best Gaussian reverse kernel.
 
 
 def moment_matched_kernel(schedule: Schedule, reference_x0: jax.Array) -> ReverseFn:

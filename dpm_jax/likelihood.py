@@ -1,8 +1,11 @@
-"""Units for log-likelihoods: nats -> bits, the null model L_null, summaries with standard errors.
+"""Units for log-likelihoods: nats -> bits, the null model L_null, summaries with standard errors,
+and bits per dimension of 8-bit data.
 
 The paper's K (Table 1) is a log-likelihood lower bound, higher is better, on
 data scaled to unit variance. Bits per example are the base unit here;
-experiments divide by points, pixels or dimensions and say which.
+experiments divide by points, pixels or dimensions and say which;
+:func:`bits_per_dim_8bit` turns K on dequantised, scaled images into the negative
+log-likelihood of their 8-bit pixels (the unit of DDPM and VDM).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 LN2 = math.log(2.0)
+_PIXEL_VALUES = 256  # values of an 8-bit pixel
 
 
 def nats_to_bits(x):
@@ -48,3 +52,30 @@ def mean_and_stderr(values) -> tuple[float, float]:
         )
     stderr = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else float("nan")
     return float(v.mean()), stderr
+
+
+def bits_per_dim_8bit(k_bits_per_example, num_dims: int, scaling):
+    """Negative log-likelihood upper bound of the 8-bit pixels, bits per dimension.
+
+    Args:
+      k_bits_per_example: K, a lower bound on E_u log2 p_z(z) for one example (bits, higher is
+        better), on the scaled dequantised data z = x * scale + shift (float or array).
+      num_dims: D = H * W * C.
+      scaling: the ``dpm_jax.data.ImageScaling`` that produced z (its ``scale``).
+
+    Returns:
+      -K / D - log2(scale / 256), bits per dimension (same shape as K; float for a scalar).
+
+    Derivation. Let y = 256 x = p + u in [0, 256)^D, so z = y * (scale / 256) + shift and
+    log2 p_y(y) = log2 p_z(z) + D log2(scale / 256) (change of variables, Jacobian
+    (scale / 256)^D). The discrete probability of the pixels p is the mass of their unit
+    cube, P(p) = integral_{[0,1)^D} p_y(p + u) du >= 2^(E_u log2 p_y(p + u)) (Jensen), so
+      -log2 P(p) / D <= -(E_u log2 p_z + D log2(scale / 256)) / D
+                     <= -K / D - log2(scale / 256).
+    A model uniform on [0, 256)^D gives exactly 8 bits/dim.
+    """
+    if num_dims < 1:
+        raise ValueError(f"num_dims must be >= 1, got {num_dims}.")
+    k = np.asarray(k_bits_per_example, dtype=np.float64)
+    out = -k / num_dims - math.log2(scaling.scale / _PIXEL_VALUES)
+    return float(out) if out.ndim == 0 else out

@@ -161,11 +161,16 @@ def _split(param: Parameterisation, output: ModelOutput) -> tuple[jax.Array, jax
     return output, None
 
 
-def variance(param: Parameterisation, schedule: Schedule, x_t, t, var_out) -> jax.Array:
-    """The reverse variance for ``param.var`` (see the module docstring), shape of x_t."""
+def variance(
+    param: Parameterisation, schedule: Schedule, x_t, t, var_out, beta_t=None
+) -> jax.Array:
+    """The reverse variance for ``param.var`` (see the module docstring), shape of x_t.
+
+    ``beta_t``: beta_t broadcast against x_t for the 2015 sigmoids (looked up when None).
+    """
     t = t_array(t, x_t.shape[0])
     if param.var in ("paper_sigmoid", "reference_code_sigmoid"):
-        b = _at(beta(schedule, t), x_t)
+        b = _at(beta(schedule, t), x_t) if beta_t is None else beta_t
         z = var_out if param.var == "paper_sigmoid" else var_out / math.sqrt(schedule.num_steps)
         return jax.nn.sigmoid(z + jnp.log(b) - jnp.log1p(-b))
     if param.var == "fixed_small":
@@ -180,13 +185,16 @@ def variance(param: Parameterisation, schedule: Schedule, x_t, t, var_out) -> ja
     return jnp.broadcast_to(_at(var, x_t), x_t.shape)
 
 
-def mean(param: Parameterisation, schedule: Schedule, x_t, t, mean_out, var) -> jax.Array:
-    """The reverse mean for ``param.mean``; ``var`` is needed by the paper's Eq. 65 only."""
+def mean(
+    param: Parameterisation, schedule: Schedule, x_t, t, mean_out, var, beta_t=None
+) -> jax.Array:
+    """The reverse mean for ``param.mean``; ``var`` is needed by the paper's Eq. 65 only,
+    ``beta_t`` (broadcast against x_t; looked up when None) by the 2015 code's mean."""
     t = t_array(t, x_t.shape[0])
     if param.mean == "paper":
         return (x_t - mean_out) * (1.0 - var) + mean_out
     if param.mean == "reference_code":
-        b = _at(beta(schedule, t), x_t)
+        b = _at(beta(schedule, t), x_t) if beta_t is None else beta_t
         return jnp.sqrt(1.0 - b) * x_t + jnp.sqrt(b) * mean_out
     if param.mean == "epsilon":
         return eps_mean(schedule, x_t, t, mean_out)
@@ -203,8 +211,11 @@ def kernel(param: Parameterisation, schedule: Schedule, x_t, t, output: ModelOut
             f"the model's mean part has shape {mean_out.shape}, x_t {x_t.shape}; a model must "
             "return per-element outputs shaped like its input."
         )
-    var = variance(param, schedule, x_t, t, var_out)
-    return Kernel(mean=mean(param, schedule, x_t, t, mean_out, var), var=var)
+    # beta_t is looked up once for the 2015 variance and mean, so a learned schedule gets
+    # its gradient through one lookup (the sum of both uses, in one order).
+    beta_t = _at(beta(schedule, t_array(t, x_t.shape[0])), x_t)
+    var = variance(param, schedule, x_t, t, var_out, beta_t)
+    return Kernel(mean=mean(param, schedule, x_t, t, mean_out, var, beta_t), var=var)
 
 
 def make_reverse_fn(

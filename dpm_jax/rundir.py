@@ -33,9 +33,21 @@ def write_json_atomic(path: Path, obj) -> None:
         raise
 
 
-def config_to_dict(config) -> dict:
-    """A config dataclass as a plain dict (what ``config.json`` stores)."""
-    return dataclasses.asdict(config)
+def config_to_dict(config, prefix: str = "") -> dict:
+    """A config dataclass as the flat dict ``config.json`` stores: {dotted key: value}.
+
+    A field holding a dataclass (a section) contributes its fields under its name
+    (``train.steps``); tuples become lists, as JSON holds them.
+    """
+    out = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        key = prefix + field.name
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            out.update(config_to_dict(value, key + "."))
+        else:
+            out[key] = list(value) if isinstance(value, tuple) else value
+    return out
 
 
 def config_defaults(config) -> dict:
@@ -43,16 +55,30 @@ def config_defaults(config) -> dict:
     return config_to_dict(type(config)())
 
 
+def _is_flat_layout(saved: dict, requested: dict) -> bool:
+    """Whether a saved config predates sections: no dotted key where the requested has some."""
+    dotted = lambda keys: any("." in k for k in keys)  # noqa: E731
+    return bool(saved) and not dotted(saved) and dotted(requested)
+
+
 def check_run_compatible(
-    workdir: Path, experiment: str, config: dict, mutable_keys=(), defaults: dict | None = None
+    workdir: Path,
+    experiment: str,
+    config: dict,
+    mutable_keys=(),
+    defaults: dict | None = None,
+    convert_command: str | None = None,
 ) -> None:
     """Refuses a workdir whose saved run is another experiment or an incompatible config.
 
-    Keys in ``mutable_keys`` (run length, logging cadence) may change on resume;
-    any other difference would make the checkpoint meaningless for this config. A key
-    the saved config lacks (added to the config class after the run started) matches
-    when the requested value is its entry in ``defaults``, the value that reproduces
-    the old behaviour. Raises before anything in the workdir is touched.
+    ``config`` is :func:`config_to_dict`'s flat dict of dotted keys. Keys in
+    ``mutable_keys`` (run length, logging cadence) may change on resume; any other
+    difference would make the checkpoint meaningless for this config. A key the saved
+    config lacks (added to the config class after the run started) matches when the
+    requested value is its entry in ``defaults``, the value that reproduces the old
+    behaviour. A saved config of flat keys only (written before configs had sections) is
+    refused with a message naming ``convert_command``, the command that converts it.
+    Raises before anything in the workdir is touched.
     """
     path = Path(workdir) / CONFIG_FILE
     if not path.exists():
@@ -72,6 +98,13 @@ def check_run_compatible(
             "Use a new --workdir (nothing in this one was changed)."
         )
     old = dict(saved.get("config", {}))
+    if _is_flat_layout(old, config):
+        how = f"`{convert_command}`" if convert_command else "a table of old to dotted keys"
+        raise RuntimeError(
+            f"{path} has the flat config keys of an earlier version ({sorted(old)[0]!r}, ...), "
+            f"not dotted ones; convert it with {how} (keeps a backup), then rerun. Nothing in "
+            "the workdir was changed."
+        )
     for key, value in (defaults or {}).items():
         old.setdefault(key, value)
     diffs = sorted(

@@ -210,19 +210,27 @@ def train_or_restore(
     state: TrainState,
     mesh: jax.sharding.Mesh,
     eval_only: bool,
+    convert_command: str | None = None,
     **fit_kwargs,
 ) -> TrainState:
     """The start of every experiment run.
 
     Refuses a workdir holding another experiment or an incompatible ``config`` (a config
-    dataclass; see ``rundir.check_run_compatible``) before writing anything; then
-    restores the latest checkpoint (``eval_only``) or saves the config and calls
-    :func:`fit` with ``fit_kwargs``, which resumes.
+    dataclass, saved and compared as dotted keys; see ``rundir.check_run_compatible``,
+    which names ``convert_command`` for a config saved in the flat layout of earlier
+    versions) before writing anything; then restores the latest checkpoint
+    (``eval_only``) or saves the config and calls :func:`fit` with ``fit_kwargs``, which
+    resumes.
     """
     workdir = Path(workdir)
     as_dict = rundir.config_to_dict(config)
     rundir.check_run_compatible(
-        workdir, experiment, as_dict, mutable_keys, rundir.config_defaults(config)
+        workdir,
+        experiment,
+        as_dict,
+        mutable_keys,
+        rundir.config_defaults(config),
+        convert_command=convert_command,
     )
     if eval_only:
         return restore_run(workdir, state, mesh)

@@ -1,1 +1,15 @@
-"""One module per paper experiment: python -m experiments.<name>."""
+"""One module per paper experiment: python -m experiments.<name>.
+
+Each module defines ``experiment``, an ``experiments.common.Experiment``, and ``main``;
+:func:`all_experiments` lists them by name.
+"""
+
+from __future__ import annotations
+
+
+def all_experiments() -> dict:
+    """{name: experiment object} of every experiment (imports their modules)."""
+    from experiments import bark, binary_heartbeat, cifar10, dead_leaves, mnist, swiss_roll
+
+    modules = (swiss_roll, binary_heartbeat, mnist, cifar10, dead_leaves, bark)
+    return {m.experiment.name: m.experiment for m in modules}

@@ -1,6 +1,6 @@
 """Bark (Sec. 3.2, Table 1, Fig. 5): Gaussian diffusion on grey-scale bark texture patches.
 
-  python -m experiments.bark --workdir runs/bark --config.data_folder=DIR [--preset small]
+  python -m experiments.bark --workdir runs/bark --config.data.folder=DIR [--preset small]
 
 The UIUC texture classes T01-T04 (Lazebnik et al. 2005) from an image folder the user
 points to (``dpm_jax.data.bark``: where to get them, accepted layouts, the image-level
@@ -16,79 +16,114 @@ from __future__ import annotations
 
 import dataclasses
 
-from dpm_jax.data import bark, images
-from experiments import common
-from experiments import images as image_experiment
+from dpm_jax.data import bark
+from dpm_jax.data.images import ArraySource
+from experiments import config as cfg
+from experiments import image_config
+from experiments.images import ImageExperiment
 
-EXPERIMENT = "bark"
+DESCRIPTION = __doc__.splitlines()[0]
 UNITS = "bits per pixel (unit-variance dequantised 8-bit grey levels)"
 PAPER = {"K": -0.55, "K_minus_L_null": 1.5, "source": "Table 1 (patch size unpublished)"}
-MUTABLE_KEYS = (*image_experiment.MUTABLE_KEYS, "data_folder")
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(image_experiment.ImageConfig):
-    """Bark run: patches of ``patch_size`` pixels from the images in ``data_folder``."""
+class DataConfig:
+    """``data``: the image ``folder`` (UIUC T01-T04), the patch size, the training pool and
+    the held-out images per class."""
 
-    dataset: str = "bark"
-    data_folder: str = ""
+    folder: str = ""
     patch_size: int = 32
     num_train_patches: int = 50_000
     num_test_per_class: int = bark.NUM_TEST_PER_CLASS
-    diffusion_steps: int = 500
-    conv_features: int = 32
-    conv_layers: int = 4
-    num_scales: int = 3
-    dense_hidden: int = 0
-    upper_hidden: int = 32
-    upper_layers: int = 2
-    batch_size: int = 64
-    train_steps: int = 100_000
-    eval_batch_size: int = 100
+
+    def __post_init__(self):
+        cfg.require(self, "data.", ("patch_size", "num_train_patches"), 1)
+        cfg.require(self, "data.", ("num_test_per_class",), 0)
 
     def image_shape(self) -> tuple[int, int, int]:
         return (self.patch_size, self.patch_size, 1)
 
-    def __post_init__(self):
-        super().__post_init__()
-        common.require(self, ("patch_size", "num_train_patches"), 1)
-        common.require(self, ("num_test_per_class",), 0)
+
+@dataclasses.dataclass(frozen=True)
+class Config(image_config.ImageConfig):
+    """Bark run: patches of ``data.patch_size`` pixels from the images in ``data.folder``."""
+
+    data: DataConfig = DataConfig()
+    diffusion: image_config.ImageDiffusionConfig = image_config.ImageDiffusionConfig(steps=500)
+    model: image_config.ImageModelConfig = image_config.ImageModelConfig(
+        conv_features=32,
+        conv_layers=4,
+        num_scales=3,
+        dense_hidden=0,
+        upper_hidden=32,
+        upper_layers=2,
+    )
+    train: image_config.ImageTrainConfig = dataclasses.replace(
+        image_config.ImageConfig().train, batch_size=64, steps=100_000
+    )
+    eval: image_config.ImageEvalConfig = image_config.ImageEvalConfig(batch_size=100)
 
 
 PRESETS = {
     "default": Config(),
-    "small": Config(
-        patch_size=8,
-        num_train_patches=512,
-        **image_experiment.SMALL_GREY,
+    "small": cfg.replace(
+        Config(),
+        {"data.patch_size": 8, "data.num_train_patches": 512, **image_config.SMALL_GREY},
     ),
 }
 
 
-def load_split(config: Config, split: str) -> images.ArraySource:
-    """Training patches (a fixed random pool) or the test patch grid, uint8 (N, p, p, 1)."""
-    if not config.data_folder:
-        raise FileNotFoundError(
-            "no bark image folder: pass --config.data_folder=DIR, a folder holding the UIUC "
-            "texture classes T01-T04 (the UIUC Texture Database of Lazebnik, Schmid & Ponce "
-            "2005; layouts in dpm_jax/data/bark.py)."
-        )
-    train, test = bark.load_bark_split(
-        config.data_folder,
-        num_test_per_class=config.num_test_per_class,
-        patch_size=config.patch_size,
-        as_uint8=True,
+class BarkExperiment(ImageExperiment):
+    """Bark (``python -m experiments.bark``): patches of the user's UIUC image folder."""
+
+    name = "bark"
+    description = DESCRIPTION
+    units = UNITS
+    paper = PAPER
+    config_class = Config
+    presets = PRESETS
+    mutable_keys = (*image_config.MUTABLE_KEYS, "data.folder")
+    legacy_keys = image_config.legacy_keys(
+        {
+            "dataset": None,  # was always "bark" (the data come from data_folder)
+            "data_dir": None,  # TFDS's folder, unused by bark
+            "data_folder": "data.folder",
+            "patch_size": "data.patch_size",
+            "num_train_patches": "data.num_train_patches",
+            "num_test_per_class": "data.num_test_per_class",
+        }
     )
-    if split == "train":
-        patches = bark.random_patches(
-            train, config.patch_size, config.num_train_patches, config.seed
+
+    def load_split(self, config: Config, split: str) -> ArraySource:
+        """Training patches (a fixed random pool) or the test patch grid, uint8 (N, p, p, 1)."""
+        data = config.data
+        if not data.folder:
+            raise FileNotFoundError(
+                "no bark image folder: pass --config.data.folder=DIR, a folder holding the UIUC "
+                "texture classes T01-T04 (the UIUC Texture Database of Lazebnik, Schmid & Ponce "
+                "2005; layouts in dpm_jax/data/bark.py)."
+            )
+        train, test = bark.load_bark_split(
+            data.folder,
+            num_test_per_class=data.num_test_per_class,
+            patch_size=data.patch_size,
+            as_uint8=True,
         )
-    else:
-        patches = bark.grid_patches(test, config.patch_size)
-    return images.ArraySource(patches)
+        if split == "train":
+            patches = bark.random_patches(
+                train, data.patch_size, data.num_train_patches, config.seed
+            )
+        else:
+            patches = bark.grid_patches(test, data.patch_size)
+        return ArraySource(patches)
 
 
-run, figures, report, main = image_experiment.entry_points(__name__)
+experiment = BarkExperiment()
+
+
+def main(argv: list[str] | None = None) -> None:
+    experiment.main(argv)
 
 
 if __name__ == "__main__":

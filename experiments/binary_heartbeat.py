@@ -13,7 +13,6 @@ ceiling of the best factorised reverse kernel with this schedule.
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from pathlib import Path
 
@@ -26,92 +25,121 @@ from dpm_jax import binomial, evaluation, likelihood, optim, plotting, schedules
 from dpm_jax.data import Heartbeat
 from dpm_jax.models import HeartbeatMLP
 from experiments import common
+from experiments import config as cfg
 
-EXPERIMENT = "binary_heartbeat"
+DESCRIPTION = __doc__.splitlines()[0]
 UNITS = "bits per 20-bit sequence (no scaling)"
 PAPER = {"K": -2.414, "K_minus_L_null": 12.024, "source": "Table 1"}
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    """Heartbeat run. ``diffusion_steps`` is the paper's T; ``train_steps`` counts optimiser steps."""
+class DiffusionConfig:
+    """``diffusion``: T (``steps``) of binomial diffusion towards Bernoulli(``pi``)."""
 
-    diffusion_steps: int = 2000
+    steps: int = 2000
     pi: float = 0.2
+
+    def __post_init__(self):
+        if self.steps < 2:
+            raise ValueError(f"diffusion.steps (T) must be >= 2, got {self.steps}.")
+        if not 0.0 < self.pi < 1.0:
+            raise ValueError(f"diffusion.pi must lie in (0, 1), got {self.pi}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """``model``: the MLP; ``readout_basis`` bumps (0: a free readout per step)."""
+
     num_hidden: int = 50
     num_layers: int = 3
     readout_basis: int = 25
-    batch_size: int = 2_000
+
+    def __post_init__(self):
+        cfg.require(self, "model.", ("num_hidden", "num_layers"), 1)
+        if self.readout_basis == 1 or self.readout_basis < 0:
+            raise ValueError(
+                "model.readout_basis must be 0 (a free readout per step) or >= 2, got "
+                f"{self.readout_basis}."
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(cfg.TrainConfig):
+    """``train``: the shared keys and stratified sampling of t."""
+
     stratified_t: bool = True
-    learning_rate: float = 1e-2
-    grad_clip_norm: float = 0.0  # > 0: gradients clipped to this global norm
-    train_steps: int = 100_000
-    seed: int = 0
-    num_test: int = 2_000
-    eval_batch_size: int = 1_000
-    checkpoint_every: int = 10_000
-    log_every: int = 1_000
-    max_skipped_in_a_row: int = 20
-    steps_per_call: int = 1  # > 1: that many steps per compiled call (lax.scan)
-    ema_decay: float = 0.0  # > 0: evaluate and sample with an EMA of the parameters
-    warmup_steps: int = 0  # > 0: the learning rate ramps up linearly over these steps
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig(cfg.EvalConfig):
+    """``eval``: test sequences, and samples for the figure and the validity check."""
+
     num_figure_samples: int = 40
     num_validity_samples: int = 2_000
 
     def __post_init__(self):
-        if self.diffusion_steps < 2:
-            raise ValueError(f"diffusion_steps (T) must be >= 2, got {self.diffusion_steps}.")
-        if not 0.0 < self.pi < 1.0:
-            raise ValueError(f"pi must lie in (0, 1), got {self.pi}.")
-        if self.readout_basis == 1 or self.readout_basis < 0:
-            raise ValueError(
-                f"readout_basis must be 0 (a free readout per step) or >= 2, got "
-                f"{self.readout_basis}."
-            )
-        positive = (
-            "num_hidden",
-            "num_layers",
-            "batch_size",
-            "num_test",
-            "eval_batch_size",
-            "checkpoint_every",
-            "log_every",
-            "max_skipped_in_a_row",
-            "num_figure_samples",
-            "num_validity_samples",
-        )
-        common.require(self, positive, 1)
-        common.require(self, ("train_steps",), 0)
-        common.require(self, ("learning_rate",), 0, strict=True)
-        common.require_training_keys(self)
+        super().__post_init__()
+        cfg.require(self, "eval.", ("num_figure_samples", "num_validity_samples"), 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Heartbeat run. ``diffusion.steps`` is the paper's T; ``train.steps`` counts optimiser steps."""
+
+    seed: int = 0
+    diffusion: DiffusionConfig = DiffusionConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig(
+        batch_size=2_000,
+        learning_rate=1e-2,
+        steps=100_000,
+        checkpoint_every=10_000,
+        log_every=1_000,
+    )
+    eval: EvalConfig = EvalConfig(num_test=2_000, batch_size=1_000)
 
 
 PRESETS = {
     "default": Config(),
-    "small": Config(
-        diffusion_steps=50,
-        train_steps=300,
-        num_test=200,
-        checkpoint_every=100,
-        log_every=50,
-        num_figure_samples=10,
+    "small": cfg.replace(
+        Config(),
+        {
+            "diffusion.steps": 50,
+            "train.steps": 300,
+            "train.checkpoint_every": 100,
+            "train.log_every": 50,
+            "eval.num_test": 200,
+            "eval.num_figure_samples": 10,
+        },
     ),
 }
 MUTABLE_KEYS = (
-    "steps_per_call",
-    "max_skipped_in_a_row",
-    "checkpoint_every",
-    "log_every",
-    "num_test",
-    "eval_batch_size",
-    "num_figure_samples",
-    "num_validity_samples",
+    "train.steps_per_call",
+    "train.max_skipped_in_a_row",
+    "train.checkpoint_every",
+    "train.log_every",
+    "eval.num_test",
+    "eval.batch_size",
+    "eval.num_figure_samples",
+    "eval.num_validity_samples",
 )
+#: The flat keys of this experiment's config before sections -> dotted keys.
+LEGACY_KEYS = {
+    **cfg.LEGACY_KEYS,
+    "pi": "diffusion.pi",
+    "num_hidden": "model.num_hidden",
+    "num_layers": "model.num_layers",
+    "readout_basis": "model.readout_basis",
+    "stratified_t": "train.stratified_t",
+    "num_figure_samples": "eval.num_figure_samples",
+    "num_validity_samples": "eval.num_validity_samples",
+}
 
 
 def _model(config: Config) -> HeartbeatMLP:
+    model = config.model
     return HeartbeatMLP(
-        config.diffusion_steps, config.num_hidden, config.num_layers, config.readout_basis
+        config.diffusion.steps, model.num_hidden, model.num_layers, model.readout_basis
     )
 
 
@@ -127,7 +155,7 @@ def reverse_fn_from_params(config: Config, params: dict, schedule: schedules.Sch
     def reverse_fn(x_t, t):
         z = model.apply({"params": params}, x_t, t)
         return binomial.forward_logit_readout(
-            x_t, z, schedules.beta(schedule, t)[:, None], config.pi
+            x_t, z, schedules.beta(schedule, t)[:, None], config.diffusion.pi
         )
 
     return reverse_fn
@@ -135,33 +163,37 @@ def reverse_fn_from_params(config: Config, params: dict, schedule: schedules.Sch
 
 def loss_fn(config: Config, params: dict, batch: jax.Array, key: jax.Array):
     """-K per sequence (bits), one-t estimate with weight T - 1."""
-    schedule = schedules.binomial_schedule(config.diffusion_steps)
+    schedule = schedules.binomial_schedule(config.diffusion.steps)
     fn = reverse_fn_from_params(config, params, schedule)
-    k = binomial.bound_estimate(schedule, fn, batch, config.pi, key, stratified=config.stratified_t)
+    k = binomial.bound_estimate(
+        schedule, fn, batch, config.diffusion.pi, key, stratified=config.train.stratified_t
+    )
     return -jnp.mean(k), {"K_estimate": jnp.mean(k)}
 
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:
     """Adam with cosine decay; optional clipping and warmup (``dpm_jax.optim``)."""
-    steps = max(config.train_steps, 1)
-    tx = optax.adam(optax.cosine_decay_schedule(config.learning_rate, steps, alpha=0.01))
+    train = config.train
+    steps = max(train.steps, 1)
+    tx = optax.adam(optax.cosine_decay_schedule(train.learning_rate, steps, alpha=0.01))
     return optim.with_warmup_and_clipping(
-        tx, warmup_steps=config.warmup_steps, clip_norm=config.grad_clip_norm
+        tx, warmup_steps=train.warmup_steps, clip_norm=train.grad_clip_norm
     )
 
 
 def _exact(config: Config, schedule, fn, x, key, desc):
     """Exact K of every example of ``x`` (bits), example i with the key folded from i."""
     bound = evaluation.per_example_keys(
-        lambda x0, k: binomial.bound_exact(schedule, fn, x0, config.pi, k)
+        lambda x0, k: binomial.bound_exact(schedule, fn, x0, config.diffusion.pi, k)
     )
-    return evaluation.evaluate(bound, x, key, batch_size=config.eval_batch_size, desc=desc)
+    return evaluation.evaluate(bound, x, key, batch_size=config.eval.batch_size, desc=desc)
 
 
 def evaluate(config: Config, params: dict, test_x: np.ndarray, keys: dict) -> dict:
     """Exact holdout K, the ceiling, L_null and the truth, with standard errors (bits/sequence)."""
     data = Heartbeat()
-    schedule = schedules.binomial_schedule(config.diffusion_steps)
+    pi = config.diffusion.pi
+    schedule = schedules.binomial_schedule(config.diffusion.steps)
     k = _exact(
         config,
         schedule,
@@ -170,9 +202,9 @@ def evaluate(config: Config, params: dict, test_x: np.ndarray, keys: dict) -> di
         keys["eval"],
         "exact K",
     )
-    ceiling_fn = binomial.moment_matched_rates(schedule, jnp.asarray(data.sequences()), config.pi)
+    ceiling_fn = binomial.moment_matched_rates(schedule, jnp.asarray(data.sequences()), pi)
     ceiling = _exact(config, schedule, ceiling_fn, test_x, keys["ceiling"], "ceiling")
-    null = np.asarray(binomial.null_log_likelihood(jnp.asarray(test_x), config.pi), np.float64)
+    null = np.asarray(binomial.null_log_likelihood(jnp.asarray(test_x), pi), np.float64)
     k_mean, k_se = likelihood.mean_and_stderr(k)
     c_mean, c_se = likelihood.mean_and_stderr(ceiling)
     kn_mean, kn_se = likelihood.mean_and_stderr(k - null)
@@ -199,20 +231,19 @@ def evaluate(config: Config, params: dict, test_x: np.ndarray, keys: dict) -> di
 def sample_and_plot(config: Config, params: dict, key: jax.Array, path: Path) -> tuple:
     """Fig. 2: samples next to the initial noise.
 
-    Draws ``num_validity_samples`` sequences (at least as many as the figure shows) and
+    Draws ``eval.num_validity_samples`` sequences (at least as many as the figure shows) and
     returns (fraction of valid heartbeats, its standard error, number drawn); the figure
-    shows the first ``num_figure_samples``.
+    shows the first ``eval.num_figure_samples``.
     """
-    schedule = schedules.binomial_schedule(config.diffusion_steps)
+    schedule = schedules.binomial_schedule(config.diffusion.steps)
     fn = reverse_fn_from_params(config, params, schedule)
-    count = max(config.num_validity_samples, config.num_figure_samples)
+    count = max(config.eval.num_validity_samples, config.eval.num_figure_samples)
     shape = (count, Heartbeat().length)
-    sampler = jax.jit(
-        lambda k: binomial.sample(schedule, fn, k, shape, config.pi, return_trajectory=True)
-    )
+    pi = config.diffusion.pi
+    sampler = jax.jit(lambda k: binomial.sample(schedule, fn, k, shape, pi, return_trajectory=True))
     x0, trajectory = sampler(key)
     x0, x_T = np.asarray(x0), np.asarray(trajectory[-1])
-    shown = config.num_figure_samples
+    shown = config.eval.num_figure_samples
     plotting.heartbeat_figure(path, x0[:shown], x_T[:shown])
     fraction, stderr = likelihood.mean_and_stderr(Heartbeat().is_valid(x0).astype(np.float64))
     return fraction, stderr, count
@@ -223,9 +254,18 @@ def run(config: Config, workdir: Path, eval_only: bool = False) -> dict:
     start_time = time.time()
     workdir = Path(workdir)
     data = Heartbeat()
-    state, keys = common.train_on_generator(sys.modules[__name__], config, workdir, eval_only, data)
-    test_x = np.asarray(data.sample(keys["test_data"], config.num_test))
-    params = train_state.eval_params(state, config.ema_decay)
+    state, keys = common.train_on_generator(
+        experiment,
+        config,
+        workdir,
+        eval_only,
+        data,
+        init_params=init_params,
+        make_optimizer=make_optimizer,
+        loss_fn=loss_fn,
+    )
+    test_x = np.asarray(data.sample(keys["test_data"], config.eval.num_test))
+    params = train_state.eval_params(state, config.train.ema_decay)
     results = evaluate(config, params, test_x, keys)
     figure = workdir / "figures" / "binary_heartbeat_fig2.png"
     fraction, stderr, count = sample_and_plot(config, params, keys["figure"], figure)
@@ -234,10 +274,11 @@ def run(config: Config, workdir: Path, eval_only: bool = False) -> dict:
     results["num_samples"] = count
     # The same check for the best factorised kernel: no factorised model samples only
     # valid heartbeats at this T.
-    schedule = schedules.binomial_schedule(config.diffusion_steps)
-    ceiling_fn = binomial.moment_matched_rates(schedule, jnp.asarray(data.sequences()), config.pi)
+    schedule = schedules.binomial_schedule(config.diffusion.steps)
+    pi = config.diffusion.pi
+    ceiling_fn = binomial.moment_matched_rates(schedule, jnp.asarray(data.sequences()), pi)
     shape = (count, data.length)
-    ceiling_x = jax.jit(lambda k: binomial.sample(schedule, ceiling_fn, k, shape, config.pi))(
+    ceiling_x = jax.jit(lambda k: binomial.sample(schedule, ceiling_fn, k, shape, pi))(
         keys["ceiling"]
     )
     valid = data.is_valid(np.asarray(ceiling_x)).astype(np.float64)
@@ -245,7 +286,7 @@ def run(config: Config, workdir: Path, eval_only: bool = False) -> dict:
         likelihood.mean_and_stderr(valid)
     )
     return common.write_results(
-        sys.modules[__name__],
+        experiment,
         config,
         workdir,
         results,
@@ -278,8 +319,30 @@ def report(results: dict) -> str:
     )
 
 
+class BinaryHeartbeatExperiment(common.Experiment):
+    """The binary heartbeat experiment (``python -m experiments.binary_heartbeat``)."""
+
+    name = "binary_heartbeat"
+    description = DESCRIPTION
+    units = UNITS
+    paper = PAPER
+    config_class = Config
+    presets = PRESETS
+    mutable_keys = MUTABLE_KEYS
+    legacy_keys = LEGACY_KEYS
+
+    def run(self, config: Config, workdir: Path, eval_only: bool = False) -> dict:
+        return run(config, workdir, eval_only)
+
+    def report(self, results: dict) -> str:
+        return report(results)
+
+
+experiment = BinaryHeartbeatExperiment()
+
+
 def main(argv: list[str] | None = None) -> None:
-    common.main(sys.modules[__name__], argv)
+    experiment.main(argv)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """CIFAR-10 (Sec. 3.2, App. D.2, Table 1): Gaussian diffusion with the multi-scale network.
 
   python -m experiments.cifar10 --workdir runs/cifar10 [--preset small|paper]
-  python -m experiments.cifar10 --workdir runs/cifar10 --config.data_dir DIR   # prepared TFDS data
+  python -m experiments.cifar10 --workdir runs/cifar10 --config.data.data_dir DIR   # prepared TFDS data
 
 T = 1000; the released code's README CIFAR-10 network (13,385,280 parameters), its
 schedule, batch 200 and RMSProp schedule. ``--preset paper`` uses the paper's units
@@ -17,10 +17,12 @@ from __future__ import annotations
 import dataclasses
 
 from dpm_jax.models import multiscale
-from experiments import images as image_experiment
+from experiments import config as cfg
+from experiments import image_config
+from experiments.images import ImageExperiment
 from experiments.mnist import SMALL
 
-EXPERIMENT = "cifar10"
+DESCRIPTION = __doc__.splitlines()[0]
 UNITS = "bits per pixel summed over 3 colours (unit-variance dequantised data)"
 PAPER = {
     "K": 5.4,
@@ -28,36 +30,47 @@ PAPER = {
     "K_minus_L_null": 11.5,
     "source": "Table 1 (footnote 3: dequantised data)",
 }
-MUTABLE_KEYS = image_experiment.MUTABLE_KEYS
-
-_SIZES = multiscale.REFERENCE_CIFAR10_SIZES
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(image_experiment.ImageConfig):
-    """CIFAR-10 run: the released code's README configuration."""
+class Config(image_config.ImageConfig):
+    """CIFAR-10 run: the released code's README configuration (batch 200)."""
 
-    dataset: str = "cifar10"
-    batch_size: int = 200
-    num_temporal_basis: int = _SIZES["num_temporal_basis"]
-    conv_features: int = _SIZES["conv_features"]
-    conv_layers: int = _SIZES["conv_layers"]
-    num_scales: int = _SIZES["num_scales"]
-    dense_hidden: int = _SIZES["dense_hidden"]
-    dense_output: int = _SIZES["dense_output"]
-    upper_hidden: int = _SIZES["upper_hidden"]
-    upper_layers: int = _SIZES["upper_layers"]
-    eval_batch_size: int = 100
+    data: image_config.TfdsDataConfig = image_config.TfdsDataConfig(dataset="cifar10")
+    model: image_config.ImageModelConfig = image_config.ImageModelConfig(
+        **multiscale.REFERENCE_CIFAR10_SIZES
+    )
+    train: image_config.ImageTrainConfig = dataclasses.replace(
+        image_config.ImageConfig().train, batch_size=200
+    )
+    eval: image_config.ImageEvalConfig = image_config.ImageEvalConfig(batch_size=100)
 
 
 PRESETS = {
     "default": Config(),
-    "paper": Config(network="paper", readout="paper"),
-    "small": Config(**{**SMALL, "upper_layers": 2}),
+    "paper": cfg.replace(Config(), {"model.network": "paper", "model.readout": "paper"}),
+    "small": cfg.replace(Config(), {**SMALL, "model.upper_layers": 2}),
 }
 
 
-run, figures, report, main = image_experiment.entry_points(__name__)
+class Cifar10Experiment(ImageExperiment):
+    """CIFAR-10 (``python -m experiments.cifar10``)."""
+
+    name = "cifar10"
+    description = DESCRIPTION
+    units = UNITS
+    paper = PAPER
+    config_class = Config
+    presets = PRESETS
+    mutable_keys = (*image_config.MUTABLE_KEYS, "data.data_dir")
+    legacy_keys = image_config.legacy_keys(image_config.TFDS_LEGACY_KEYS)
+
+
+experiment = Cifar10Experiment()
+
+
+def main(argv: list[str] | None = None) -> None:
+    experiment.main(argv)
 
 
 if __name__ == "__main__":

@@ -1,49 +1,89 @@
-"""The command line every experiment shares.
+"""The experiment interface and the command line every experiment shares.
 
   python -m experiments.<name> --workdir DIR [--preset NAME] [--config.KEY=VALUE ...] [--eval_only]
 
-Config classes are frozen dataclasses whose fields all have defaults;
-``--help`` lists every key with its default.
+An experiment is an :class:`Experiment` object (``experiments.<name>.experiment``): its
+name, units, the paper's numbers, its config class (nested frozen dataclasses, dotted
+keys: ``experiments.config``), presets, the keys a resumed run may change, the table
+that converts configs saved before sections, and ``run``, ``report`` and ``figures``.
+``--help`` lists every dotted key with its default and type.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import os
 import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import numpy as np
 
 from dpm_jax import rundir, runner, sharding, train_state
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
+from experiments import config as cfg
 
 
-def _parse_bool(text: str) -> bool:
-    low = text.strip().lower()
-    if low in _TRUE:
-        return True
-    if low in _FALSE:
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+class Experiment:
+    """What every experiment declares: the command line, resume checks and the conversion
+    of old run directories need nothing else.
+
+    Subclasses set the class attributes and implement :meth:`run` and :meth:`report`;
+    :meth:`figures` (``--figures``) is optional.
+    """
+
+    name: ClassVar[str]  # the module under experiments/ and the name config.json records
+    description: ClassVar[str]  # one line for --help
+    units: ClassVar[str]
+    paper: ClassVar[dict[str, Any]]
+    config_class: ClassVar[type]
+    presets: ClassVar[dict[str, Any]]
+    #: Dotted keys a resumed run may change (bookkeeping that leaves training as it was).
+    mutable_keys: ClassVar[tuple[str, ...]]
+    #: Every flat key of this experiment's configs before sections -> its dotted key, or
+    #: None for a key it no longer has (``python -m experiments.convert_config``).
+    legacy_keys: ClassVar[dict[str, str | None]]
+
+    def run(self, config, workdir: Path, eval_only: bool = False) -> dict:
+        """Trains (resuming from ``workdir``) or restores, evaluates, writes results.json."""
+        raise NotImplementedError
+
+    def report(self, results: dict) -> str:
+        """The results as lines for the terminal."""
+        raise NotImplementedError
+
+    def figures(self, config, workdir: Path) -> list[Path]:
+        """Redraws the figures from the latest checkpoint in ``workdir``; their paths."""
+        raise NotImplementedError(f"--figures is not available for {self.name}; use --eval_only.")
+
+    def convert_command(self, workdir) -> str:
+        """The command that converts ``workdir``'s config.json from flat keys."""
+        return f"python -m experiments.convert_config {workdir}"
+
+    def main(self, argv: list[str] | None = None) -> None:
+        """``python -m experiments.<name>``: parse, run, print the report."""
+        main(self, argv)
+
+    def __repr__(self) -> str:
+        return f"<experiment {self.name}>"
 
 
-def _field_parser(default: Any):
-    if isinstance(default, bool):
-        return _parse_bool
-    if isinstance(default, int):
-        return int
-    if isinstance(default, float):
-        return float
-    return str
+def _converter(kind):
+    """An argparse ``type`` for a declared leaf type (its name shows in type errors)."""
+
+    def convert(text: str):
+        try:
+            return cfg.parse_value(text, kind)
+        except ValueError as e:
+            if kind is bool:
+                raise argparse.ArgumentTypeError(str(e)) from None
+            raise
+
+    convert.__name__ = cfg.type_name(kind).lower()
+    return convert
 
 
 def parse_command_line(
@@ -55,10 +95,10 @@ def parse_command_line(
 ) -> tuple[Any, argparse.Namespace]:
     """Parses ``argv`` into (config, args). Unknown keys and bad values exit with a clear message."""
     presets = presets or {}
-    base = config_cls()
+    defaults = cfg.flatten(config_cls())
+    kinds = cfg.leaf_types(config_cls)
     parser = argparse.ArgumentParser(
-        prog=f"python -m experiments.{experiment}",
-        description=description,
+        prog=f"python -m experiments.{experiment}", description=description, allow_abbrev=False
     )
     parser.add_argument("--workdir", required=True, type=Path, help="run directory (created)")
     parser.add_argument(
@@ -75,33 +115,33 @@ def parse_command_line(
         action="store_true",
         help="only redraw the figures from the latest checkpoint in --workdir (image experiments)",
     )
-    group = parser.add_argument_group("config (override with --config.KEY=VALUE)")
-    for field in dataclasses.fields(config_cls):
-        default = getattr(base, field.name)
+    group = parser.add_argument_group(
+        "config (override with --config.KEY=VALUE; tuples comma-separated: 1,2,2)"
+    )
+    for key, default in defaults.items():
         group.add_argument(
-            f"--config.{field.name}",
-            dest=f"config__{field.name}",
-            type=_field_parser(default),
+            f"--config.{key}",
+            dest=f"config.{key}",
+            type=_converter(kinds[key]),
             default=None,
-            metavar=type(default).__name__.upper(),
-            help=f"default: {default!r}",
+            metavar=cfg.type_name(kinds[key]),
+            help=f"default: {default!r}".replace("%", "%%"),
         )
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         keys = [u.split("=")[0] for u in unknown]
         config_keys = [k[len("--config.") :] for k in keys if k.startswith("--config.")]
         if config_keys:
-            valid = ", ".join(f.name for f in dataclasses.fields(config_cls))
-            parser.error(f"unknown config key(s) {config_keys}; valid keys: {valid}")
+            parser.error(f"unknown config key(s) {config_keys}; valid keys: {', '.join(defaults)}")
         parser.error(f"unrecognised arguments: {' '.join(unknown)}")
-    config = presets[args.preset] if args.preset else base
+    config = presets[args.preset] if args.preset else config_cls()
     overrides = {
-        f.name: getattr(args, f"config__{f.name}")
-        for f in dataclasses.fields(config_cls)
-        if getattr(args, f"config__{f.name}") is not None
+        key: getattr(args, f"config.{key}")
+        for key in defaults
+        if getattr(args, f"config.{key}") is not None
     }
     try:
-        config = dataclasses.replace(config, **overrides)
+        config = cfg.replace(config, overrides)
     except (ValueError, TypeError) as e:
         parser.error(f"invalid config: {e}")
     return config, args
@@ -113,32 +153,26 @@ def fail(message: str) -> None:
     raise SystemExit(1)
 
 
-def main(module, argv: list[str] | None = None) -> None:
-    """The body of every experiment's ``main``: parse, run, print the report.
-
-    ``module`` provides EXPERIMENT, Config, PRESETS, run(config, workdir,
-    eval_only) -> results and report(results) -> str.
-    """
+def main(experiment: Experiment, argv: list[str] | None = None) -> None:
+    """The body of every experiment's ``main``: parse, run (or draw figures), print the report."""
     sharding.initialize_distributed()  # multi-host: JAX_COORDINATOR_ADDRESS etc.; else no-op
     config, args = parse_command_line(
-        module.EXPERIMENT,
-        module.Config,
-        module.PRESETS,
+        experiment.name,
+        experiment.config_class,
+        experiment.presets,
         argv,
-        description=module.__doc__.splitlines()[0],
+        description=experiment.description,
     )
     if args.figures:
-        if not hasattr(module, "figures"):
-            fail(f"--figures is not available for {module.EXPERIMENT}; use --eval_only.")
         try:
-            paths = module.figures(config, args.workdir)
+            paths = experiment.figures(config, args.workdir)
         except (RuntimeError, FileNotFoundError, ValueError) as e:
             fail(str(e))
         print("\n".join(f"wrote {p}" for p in paths))
         return
     try:
-        results = module.run(config, args.workdir, eval_only=args.eval_only)
-        command = " ".join(["python -m experiments." + module.EXPERIMENT, *(argv or sys.argv[1:])])
+        results = experiment.run(config, args.workdir, eval_only=args.eval_only)
+        command = " ".join(["python -m experiments." + experiment.name, *(argv or sys.argv[1:])])
         if jax.process_index() == 0:
             results = {**results, "command": command}
             rundir.write_json_atomic(Path(args.workdir) / "results.json", results)
@@ -147,7 +181,7 @@ def main(module, argv: list[str] | None = None) -> None:
         raise SystemExit(143) from None  # 128 + SIGTERM, what schedulers expect
     except (RuntimeError, FileNotFoundError, ValueError, FloatingPointError) as e:
         fail(str(e))
-    print(module.report(results))
+    print(experiment.report(results))
     print(f"results: {args.workdir / 'results.json'}")
 
 
@@ -161,71 +195,88 @@ def experiment_keys(seed: int) -> dict[str, jax.Array]:
 
 
 def fit_settings(config) -> dict:
-    """The runner's loop settings (``runner.fit`` keyword arguments) from an experiment config."""
+    """The runner's loop settings (``runner.fit`` keyword arguments) from a config's ``train``."""
+    train = config.train
     return {
-        "num_steps": config.train_steps,
-        "checkpoint_every": config.checkpoint_every,
-        "log_every": config.log_every,
-        "max_skipped_in_a_row": config.max_skipped_in_a_row,
-        "steps_per_call": config.steps_per_call,
-        "ema_decay": config.ema_decay,
+        "num_steps": train.steps,
+        "checkpoint_every": train.checkpoint_every,
+        "log_every": train.log_every,
+        "max_skipped_in_a_row": train.max_skipped_in_a_row,
+        "steps_per_call": train.steps_per_call,
+        "ema_decay": train.ema_decay,
     }
 
 
-def train_on_generator(module, config, workdir: Path, eval_only: bool, data):
+def train_or_restore(experiment: Experiment, config, workdir: Path, eval_only: bool, **kwargs):
+    """``runner.train_or_restore`` for ``experiment``: its name, mutable keys, conversion
+    command and ``config.train``'s loop settings; ``kwargs`` are the rest (state, mesh,
+    loss_fn, tx, batch_fn)."""
+    return runner.train_or_restore(
+        workdir=Path(workdir),
+        experiment=experiment.name,
+        config=config,
+        mutable_keys=experiment.mutable_keys,
+        eval_only=eval_only,
+        convert_command=experiment.convert_command(workdir),
+        **fit_settings(config),
+        **kwargs,
+    )
+
+
+def check_workdir(experiment: Experiment, config, workdir: Path) -> None:
+    """Refuses a workdir of another experiment, an incompatible config or a config saved
+    in the flat layout of earlier versions (``rundir.check_run_compatible``; nothing written)."""
+    rundir.check_run_compatible(
+        workdir,
+        experiment.name,
+        rundir.config_to_dict(config),
+        experiment.mutable_keys,
+        rundir.config_defaults(config),
+        convert_command=experiment.convert_command(workdir),
+    )
+
+
+def train_on_generator(
+    experiment: Experiment,
+    config,
+    workdir: Path,
+    eval_only: bool,
+    data,
+    *,
+    init_params,
+    make_optimizer,
+    loss_fn,
+):
     """Trains (or, with ``eval_only``, restores) a model on fresh batches from ``data.sample``.
 
     Batch ``step`` is drawn with a key folded from the step, so a resumed run sees the
     same data; every process draws the whole batch and keeps its rows of it. Trains data
     parallel over every device (``sharding.data_mesh``), through ``runner.train_or_restore``
-    like every experiment. ``module`` provides EXPERIMENT, MUTABLE_KEYS, make_optimizer,
-    init_params and loss_fn. Returns (state, keys).
+    like every experiment. ``init_params(config, key)``, ``make_optimizer(config)`` and
+    ``loss_fn(config, params, batch, key)`` are the experiment's. Returns (state, keys).
     """
     keys = experiment_keys(config.seed)
-    tx = module.make_optimizer(config)
+    tx = make_optimizer(config)
     mesh = sharding.data_mesh()
-    rows = sharding.process_batch_slice(config.batch_size, mesh)
-    sample_batch = jax.jit(lambda k: data.sample(k, config.batch_size))
+    batch_size = config.train.batch_size
+    rows = sharding.process_batch_slice(batch_size, mesh)
+    sample_batch = jax.jit(lambda k: data.sample(k, batch_size))
 
     def batch_fn(step: int) -> np.ndarray:
         return np.asarray(sample_batch(jax.random.fold_in(keys["train_data"], step)))[rows]
 
-    state = runner.train_or_restore(
-        workdir=Path(workdir),
-        experiment=module.EXPERIMENT,
-        config=config,
-        mutable_keys=module.MUTABLE_KEYS,
-        state=train_state.create_train_state(
-            module.init_params(config, keys["init"]), tx, keys["train"]
-        ),
+    state = train_or_restore(
+        experiment,
+        config,
+        workdir,
+        eval_only,
+        state=train_state.create_train_state(init_params(config, keys["init"]), tx, keys["train"]),
         mesh=mesh,
-        eval_only=eval_only,
-        loss_fn=functools.partial(module.loss_fn, config),
+        loss_fn=functools.partial(loss_fn, config),
         tx=tx,
         batch_fn=batch_fn,
-        **fit_settings(config),
     )
     return state, keys
-
-
-def require(config, names, minimum, strict: bool = False) -> None:
-    """Raises ValueError naming the first field of ``names`` below ``minimum`` (or not above it)."""
-    for name in names:
-        value = getattr(config, name)
-        if value < minimum or (strict and value == minimum):
-            bound = f"> {minimum}" if strict else f">= {minimum}"
-            raise ValueError(f"{name} must be {bound}, got {value}.")
-
-
-def require_training_keys(config) -> None:
-    """Checks the keys every experiment's training shares: steps per call, EMA, warmup, clipping."""
-    require(config, ("steps_per_call",), 1)
-    require(config, ("warmup_steps",), 0)
-    if config.grad_clip_norm < 0:
-        raise ValueError(
-            f"grad_clip_norm must be >= 0 (0 turns clipping off), got {config.grad_clip_norm}."
-        )
-    train_state.check_ema_decay(config.ema_decay)
 
 
 def hardware() -> str:
@@ -238,7 +289,7 @@ def hardware() -> str:
 
 
 def write_results(
-    module,
+    experiment: Experiment,
     config,
     workdir: Path,
     results: dict,
@@ -249,14 +300,15 @@ def write_results(
     figures: list[Path],
 ) -> dict:
     """Adds what every results.json carries (experiment, units, paper, sizes, wall time,
-    figures, config) to ``results`` and writes it atomically to ``workdir/results.json``."""
+    figures, config as dotted keys) to ``results`` and writes it atomically to
+    ``workdir/results.json``."""
     workdir = Path(workdir)
     results.update(
-        experiment=module.EXPERIMENT,
-        units=module.UNITS,
-        paper=module.PAPER,
+        experiment=experiment.name,
+        units=experiment.units,
+        paper=experiment.paper,
         num_test_examples=int(num_test),
-        T=config.diffusion_steps,
+        T=config.diffusion.steps,
         train_steps=int(state.step),
         wall_seconds=time.time() - start_time,
         wall_seconds_kind="this invocation (training resumed from a checkpoint counts only its part)",

@@ -19,6 +19,8 @@ import dataclasses
 import typing
 from typing import Any
 
+from dpm_jax import rundir
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -42,8 +44,9 @@ def flatten(config, prefix: str = "") -> dict[str, Any]:
 
 
 def to_json(config) -> dict[str, Any]:
-    """:func:`flatten` with tuples as lists: what ``config.json`` stores and compares."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in flatten(config).items()}
+    """:func:`flatten` with tuples as lists: what ``config.json`` stores and compares
+    (``dpm_jax.rundir.config_to_dict``)."""
+    return rundir.config_to_dict(config)
 
 
 def leaf_types(config_cls: type, prefix: str = "") -> dict[str, Any]:
@@ -112,3 +115,103 @@ def replace(config, overrides: dict[str, Any]):
 def from_json(config, saved: dict[str, Any]):
     """``config`` with the leaves of a saved :func:`to_json` dict (lists back to tuples)."""
     return replace(config, {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation and the sections every experiment shares.
+
+
+def require(section, prefix: str, names, minimum, strict: bool = False) -> None:
+    """Raises ValueError naming the dotted key (``prefix`` + field) of the first field of
+    ``names`` below ``minimum`` (or, with ``strict``, not above it)."""
+    for name in names:
+        value = getattr(section, name)
+        if value < minimum or (strict and value == minimum):
+            bound = f"> {minimum}" if strict else f">= {minimum}"
+            raise ValueError(f"{prefix}{name} must be {bound}, got {value}.")
+
+
+def require_choice(section, prefix: str, name: str, choices) -> None:
+    """Raises ValueError naming the dotted key unless the field ``name`` is one of ``choices``."""
+    value = getattr(section, name)
+    if value not in choices:
+        raise ValueError(f"{prefix}{name} must be one of {tuple(choices)}, got {value!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """``train``: the optimiser and the training loop (``runner.fit``); ``steps`` counts
+    optimiser steps (the diffusion's T is ``diffusion.steps``). Experiments subclass it to
+    add their own keys and set their defaults where they declare the section."""
+
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    steps: int = 1_000
+    checkpoint_every: int = 1_000
+    log_every: int = 100
+    max_skipped_in_a_row: int = 20
+    steps_per_call: int = 1  # > 1: that many steps per compiled call (lax.scan)
+    ema_decay: float = 0.0  # > 0: evaluate and sample with an EMA of the parameters
+    warmup_steps: int = 0  # > 0: learning rates ramp up linearly over these steps
+    grad_clip_norm: float = 0.0  # > 0: gradients clipped to this global norm
+
+    def __post_init__(self):
+        positive = ("batch_size", "checkpoint_every", "log_every", "max_skipped_in_a_row")
+        require(self, "train.", (*positive, "steps_per_call"), 1)
+        require(self, "train.", ("steps", "warmup_steps"), 0)
+        require(self, "train.", ("learning_rate",), 0, strict=True)
+        if self.grad_clip_norm < 0:
+            raise ValueError(
+                "train.grad_clip_norm must be >= 0 (0 turns clipping off), got "
+                f"{self.grad_clip_norm}."
+            )
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(
+                f"train.ema_decay must lie in [0, 1) (0 turns the EMA off), got {self.ema_decay}."
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """``eval``: the test set's size and the evaluation batch; experiments subclass it to add
+    figure and ceiling sizes."""
+
+    min_num_test: typing.ClassVar[int] = 1
+
+    num_test: int = 1_000
+    batch_size: int = 1_000
+
+    def __post_init__(self):
+        require(self, "eval.", ("num_test",), self.min_num_test)
+        require(self, "eval.", ("batch_size",), 1)
+
+
+def _train_keys() -> dict[str, str]:
+    names = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "steps"]
+    return {name: f"train.{name}" for name in names}
+
+
+#: Flat keys of the configs before sections (runs started then) -> their dotted keys: the
+#: keys every experiment had. Each experiment adds its own (``Experiment.legacy_keys``).
+LEGACY_KEYS: dict[str, str | None] = {
+    "seed": "seed",
+    "diffusion_steps": "diffusion.steps",
+    "train_steps": "train.steps",
+    **_train_keys(),
+    "num_test": "eval.num_test",
+    "eval_batch_size": "eval.batch_size",
+}
+
+
+def convert_legacy(old: dict[str, Any], table: dict[str, str | None]) -> dict[str, Any]:
+    """A saved flat config (no dotted keys) as dotted keys by ``table``.
+
+    ``table`` maps every old key to its dotted key, or to None for a key the experiment no
+    longer has (dropped). Raises KeyError listing any old key the table does not know.
+    """
+    unknown = sorted(set(old) - set(table))
+    if unknown:
+        raise KeyError(
+            f"unknown flat config key(s) {unknown}; the conversion table knows {sorted(table)}"
+        )
+    return {table[k]: v for k, v in old.items() if table[k] is not None}

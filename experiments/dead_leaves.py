@@ -18,91 +18,141 @@ import dataclasses
 
 import numpy as np
 
-from dpm_jax.data import dead_leaves, images
-from experiments import common
-from experiments import images as image_experiment
+from dpm_jax.data import dead_leaves
+from dpm_jax.data.images import ArraySource, to_uint8
+from experiments import config as cfg
+from experiments import image_config
+from experiments.images import ImageExperiment
 
-EXPERIMENT = "dead_leaves"
+DESCRIPTION = __doc__.splitlines()[0]
 UNITS = "bits per pixel (unit-variance dequantised 8-bit grey levels)"
 PAPER = {
     "K": 1.489,
     "K_minus_L_null": 3.536,
     "source": "Table 1 (data of Theis et al. 2012: generator and image size unpublished)",
 }
-MUTABLE_KEYS = image_experiment.MUTABLE_KEYS
 TRAIN_STREAM, TEST_STREAM = dead_leaves.TRAIN_STREAM, dead_leaves.TEST_STREAM
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(image_experiment.ImageConfig):
-    """Dead-leaves run: generated data (``image_size``, ``r_min``..``r_max``, ``alpha``)."""
+class DataConfig:
+    """``data``: the generator (``dpm_jax.data.dead_leaves``) and the data sets' sizes;
+    ``seed`` seeds the images (independently of the run's ``seed``)."""
 
-    dataset: str = "dead_leaves"
     image_size: int = 16
     r_min: float = 1.0
     r_max: float = 16.0
     alpha: float = 3.0
     num_train_images: int = 20_000
     num_test_images: int = 500
-    data_seed: int = 0
-    conv_features: int = 32
-    conv_layers: int = 4
-    num_scales: int = 3
-    dense_hidden: int = 0
-    upper_hidden: int = 32
-    upper_layers: int = 2
-    batch_size: int = 64
-    train_steps: int = 30_000
-    checkpoint_every: int = 2_000
-    log_every: int = 200
-    eval_batch_size: int = 100
+    seed: int = 0
 
-    def image_shape(self) -> tuple[int, int, int]:
-        return (self.image_size, self.image_size, 1)
+    def __post_init__(self):
+        try:
+            self.generator()  # validates the generator's parameters
+        except ValueError as e:
+            raise ValueError(f"data (the dead-leaves generator): {e}") from None
+        cfg.require(self, "data.", ("num_train_images", "num_test_images"), 1)
 
-    def data_config(self) -> dead_leaves.DeadLeavesConfig:
+    def generator(self) -> dead_leaves.DeadLeavesConfig:
         return dead_leaves.DeadLeavesConfig(
             image_size=self.image_size, r_min=self.r_min, r_max=self.r_max, alpha=self.alpha
         )
 
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.image_size, self.image_size, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(image_config.ImageConfig):
+    """Dead-leaves run: generated data, the convolutional pathway on 3 scales."""
+
+    data: DataConfig = DataConfig()
+    model: image_config.ImageModelConfig = image_config.ImageModelConfig(
+        conv_features=32,
+        conv_layers=4,
+        num_scales=3,
+        dense_hidden=0,
+        upper_hidden=32,
+        upper_layers=2,
+    )
+    train: image_config.ImageTrainConfig = dataclasses.replace(
+        image_config.ImageConfig().train,
+        batch_size=64,
+        steps=30_000,
+        checkpoint_every=2_000,
+        log_every=200,
+    )
+    eval: image_config.ImageEvalConfig = image_config.ImageEvalConfig(batch_size=100)
+
     def __post_init__(self):
         super().__post_init__()
-        self.data_config()  # validates the generator's parameters
-        common.require(self, ("num_train_images", "num_test_images"), 1)
-        if self.num_train_images < self.batch_size:
+        if self.data.num_train_images < self.train.batch_size:
             raise ValueError(
-                f"num_train_images ({self.num_train_images}) must be >= batch_size "
-                f"({self.batch_size})."
+                f"data.num_train_images ({self.data.num_train_images}) must be >= "
+                f"train.batch_size ({self.train.batch_size})."
             )
 
 
 PRESETS = {
     "default": Config(),
-    "small": Config(
-        image_size=8,
-        r_max=8.0,
-        num_train_images=256,
-        num_test_images=20,
-        **image_experiment.SMALL_GREY,
+    "small": cfg.replace(
+        Config(),
+        {
+            "data.image_size": 8,
+            "data.r_max": 8.0,
+            "data.num_train_images": 256,
+            "data.num_test_images": 20,
+            **image_config.SMALL_GREY,
+        },
     ),
 }
 
 
-def load_split(config: Config, split: str) -> images.ArraySource:
-    """The generated ``"train"`` or ``"test"`` images, quantised to 8 bits.
+class DeadLeavesExperiment(ImageExperiment):
+    """Dead leaves (``python -m experiments.dead_leaves``): generated data."""
 
-    Train and test come from independent random streams of ``data_seed``, so they never
-    overlap and the test set does not depend on ``num_train_images``.
-    """
-    count, stream = {
-        "train": (config.num_train_images, TRAIN_STREAM),
-        "test": (config.num_test_images, TEST_STREAM),
-    }[split]
-    values = dead_leaves.generate(config.data_config(), config.data_seed, count, stream)
-    return images.ArraySource(images.to_uint8(np.asarray(values)))
+    name = "dead_leaves"
+    description = DESCRIPTION
+    units = UNITS
+    paper = PAPER
+    config_class = Config
+    presets = PRESETS
+    mutable_keys = image_config.MUTABLE_KEYS
+    legacy_keys = image_config.legacy_keys(
+        {
+            "dataset": None,  # was always "dead_leaves" (the data are generated)
+            "data_dir": None,  # TFDS's folder, unused by generated data
+            "image_size": "data.image_size",
+            "r_min": "data.r_min",
+            "r_max": "data.r_max",
+            "alpha": "data.alpha",
+            "num_train_images": "data.num_train_images",
+            "num_test_images": "data.num_test_images",
+            "data_seed": "data.seed",
+        }
+    )
+
+    def load_split(self, config: Config, split: str) -> ArraySource:
+        """The generated ``"train"`` or ``"test"`` images, quantised to 8 bits.
+
+        Train and test come from independent random streams of ``data.seed``, so they never
+        overlap and the test set does not depend on ``data.num_train_images``.
+        """
+        data = config.data
+        count, stream = {
+            "train": (data.num_train_images, TRAIN_STREAM),
+            "test": (data.num_test_images, TEST_STREAM),
+        }[split]
+        values = dead_leaves.generate(data.generator(), data.seed, count, stream)
+        return ArraySource(to_uint8(np.asarray(values)))
 
 
-run, figures, report, main = image_experiment.entry_points(__name__)
+experiment = DeadLeavesExperiment()
+
+
+def main(argv: list[str] | None = None) -> None:
+    experiment.main(argv)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """MNIST (Sec. 3.2, App. D.2): Gaussian diffusion with the multi-scale convolutional network.
 
   python -m experiments.mnist --workdir runs/mnist [--preset small|paper]
-  python -m experiments.mnist --workdir runs/mnist --config.data_dir DIR   # prepared TFDS data
+  python -m experiments.mnist --workdir runs/mnist --config.data.data_dir DIR   # prepared TFDS data
 
 T = 1000; the released code's network sizes, schedule and RMSProp schedule (the paper
 gives none). ``--preset paper`` uses the paper's units (tanh dense layers) and, as the
@@ -15,49 +15,75 @@ from __future__ import annotations
 
 import dataclasses
 
-from experiments import images as image_experiment
+from experiments import config as cfg
+from experiments import image_config
+from experiments.images import ImageExperiment
 
-EXPERIMENT = "mnist"
+DESCRIPTION = __doc__.splitlines()[0]
 UNITS = "bits per pixel (unit-variance dequantised data)"
 PAPER = {
     "parzen_log_likelihood_bits": 317,
     "parzen_stderr_bits": 2.7,
     "source": "Table 2 (Parzen-window estimate; the paper gives no K for MNIST)",
 }
-MUTABLE_KEYS = image_experiment.MUTABLE_KEYS
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(image_experiment.ImageConfig):
+class Config(image_config.ImageConfig):
     """MNIST run: the released code's defaults (model.py, train.py)."""
 
-    dataset: str = "mnist"
-    batch_size: int = 512
+    data: image_config.TfdsDataConfig = image_config.TfdsDataConfig(dataset="mnist")
 
 
+#: The released code's sizes shrunk for a CPU smoke run (also CIFAR-10's ``small``).
 SMALL = {
-    "diffusion_steps": 50,
-    "num_temporal_basis": 4,
-    "conv_features": 8,
-    "conv_layers": 2,
-    "dense_hidden": 64,
-    "dense_output": 1,
-    "upper_hidden": 16,
-    "batch_size": 32,
-    "train_steps": 200,
-    "checkpoint_every": 100,
-    "log_every": 50,
-    "eval_batch_size": 100,
-    "num_samples": 16,
+    "diffusion.steps": 50,
+    "model.num_temporal_basis": 4,
+    "model.conv_features": 8,
+    "model.conv_layers": 2,
+    "model.dense_hidden": 64,
+    "model.dense_output": 1,
+    "model.upper_hidden": 16,
+    "train.batch_size": 32,
+    "train.steps": 200,
+    "train.checkpoint_every": 100,
+    "train.log_every": 50,
+    "eval.batch_size": 100,
+    "eval.num_samples": 16,
 }
 PRESETS = {
     "default": Config(),
-    "paper": Config(network="paper", readout="paper", conv_layers=0, dense_layers=4),
-    "small": Config(**SMALL),
+    "paper": cfg.replace(
+        Config(),
+        {
+            "model.network": "paper",
+            "model.readout": "paper",
+            "model.conv_layers": 0,
+            "model.dense_layers": 4,
+        },
+    ),
+    "small": cfg.replace(Config(), SMALL),
 }
 
 
-run, figures, report, main = image_experiment.entry_points(__name__)
+class MNISTExperiment(ImageExperiment):
+    """MNIST (``python -m experiments.mnist``)."""
+
+    name = "mnist"
+    description = DESCRIPTION
+    units = UNITS
+    paper = PAPER
+    config_class = Config
+    presets = PRESETS
+    mutable_keys = (*image_config.MUTABLE_KEYS, "data.data_dir")
+    legacy_keys = image_config.legacy_keys(image_config.TFDS_LEGACY_KEYS)
+
+
+experiment = MNISTExperiment()
+
+
+def main(argv: list[str] | None = None) -> None:
+    experiment.main(argv)
 
 
 if __name__ == "__main__":

@@ -22,9 +22,7 @@ Defaults chosen by measurement (docs/swiss_roll.md has the table):
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import sys
 import time
 from pathlib import Path
 
@@ -33,121 +31,35 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dpm_jax import evaluation, gaussian, likelihood, optim, plotting, schedules, train_state
+from dpm_jax import (
+    evaluation,
+    gaussian,
+    likelihood,
+    optim,
+    parameterisation,
+    plotting,
+    schedules,
+    train_state,
+)
 from dpm_jax.data import SwissRoll
 from dpm_jax.models import NormalizedRBFNetwork
 from experiments import common
+from experiments.swiss_roll_config import LEGACY_KEYS, MUTABLE_KEYS, OBJECTIVES, PRESETS, Config
 
-EXPERIMENT = "swiss_roll"
+DESCRIPTION = __doc__.splitlines()[0]
 UNITS = "bits per 2-D point (data scaled to unit variance)"
-# Training objectives: the one-t estimate (Eq. 14 with t sampled, weight T - 1) or the sum of
-# all T - 1 KL terms per example (one forward sample each), lower variance at T times the cost.
-OBJECTIVES = {"one_t": gaussian.bound_estimate, "all_t": gaussian.bound_exact}
 PAPER = {"K": 2.35, "K_minus_L_null": 6.45, "source": "Table 1 (noise level unpublished)"}
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
-    """Swiss roll run. ``diffusion_steps`` is the paper's T; ``train_steps`` counts optimiser steps."""
-
-    diffusion_steps: int = 40
-    beta_1: float = 1e-4
-    learn_schedule: bool = True
-    schedule_baseline: str = "geometric"
-    readout: str = "reference_code"
-    objective: str = "one_t"
-    num_hidden: int = 16
-    rbf_init_width: float = 1.5
-    noise_std: float = 0.25
-    batch_size: int = 512
-    learning_rate: float = 3e-3
-    schedule_learning_rate: float = 1e-3
-    train_steps: int = 400_000
-    grad_clip_norm: float = 0.0
-    seed: int = 0
-    num_test: int = 10_000
-    eval_batch_size: int = 10_000
-    checkpoint_every: int = 50_000
-    log_every: int = 5_000
-    max_skipped_in_a_row: int = 20
-    steps_per_call: int = 1  # > 1: that many steps per compiled call (lax.scan)
-    ema_decay: float = 0.0  # > 0: evaluate and sample with an EMA of the parameters
-    warmup_steps: int = 0  # > 0: learning rates ramp up linearly over these steps
-    num_figure_samples: int = 2_000
-    ceiling_examples: int = 2_000
-    ceiling_reference_size: int = 20_000
-
-    def __post_init__(self):
-        if self.diffusion_steps < 2:
-            raise ValueError(f"diffusion_steps (T) must be >= 2, got {self.diffusion_steps}.")
-        if not 0.0 < self.beta_1 < 1.0:
-            raise ValueError(f"beta_1 must lie in (0, 1), got {self.beta_1}.")
-        if self.objective not in OBJECTIVES:
-            raise ValueError(
-                f"objective must be one of {tuple(OBJECTIVES)}, got {self.objective!r}."
-            )
-        if self.schedule_baseline not in schedules.BASELINES:
-            raise ValueError(
-                f"schedule_baseline must be one of {schedules.BASELINES}, got {self.schedule_baseline!r}."
-            )
-        if self.readout not in gaussian.READOUTS:
-            raise ValueError(f"readout must be one of {gaussian.READOUTS}, got {self.readout!r}.")
-        positive = (
-            "num_hidden",
-            "batch_size",
-            "num_test",
-            "eval_batch_size",
-            "checkpoint_every",
-            "log_every",
-            "max_skipped_in_a_row",
-            "num_figure_samples",
-            "ceiling_examples",
-            "ceiling_reference_size",
-        )
-        common.require(self, positive, 1)
-        common.require(self, ("train_steps",), 0)
-        rates = ("learning_rate", "schedule_learning_rate", "noise_std", "rbf_init_width")
-        common.require(self, rates, 0, strict=True)
-        common.require_training_keys(self)
-
-
-PRESETS = {
-    "default": Config(),
-    "wide": Config(num_hidden=64),
-    "small": Config(
-        train_steps=300,
-        num_test=500,
-        checkpoint_every=100,
-        log_every=50,
-        num_figure_samples=300,
-        ceiling_examples=200,
-        ceiling_reference_size=2_000,
-    ),
-}
-# Keys that may change when a run is resumed: bookkeeping only (train_steps also sets the
-# learning-rate schedules, so changing it would change the run).
-MUTABLE_KEYS = (
-    "steps_per_call",
-    "max_skipped_in_a_row",
-    "checkpoint_every",
-    "log_every",
-    "num_test",
-    "eval_batch_size",
-    "num_figure_samples",
-    "ceiling_examples",
-    "ceiling_reference_size",
-)
-
-
 def _data(config: Config) -> SwissRoll:
-    return SwissRoll(noise_std=config.noise_std)
+    return SwissRoll(noise_std=config.data.noise_std)
 
 
 def _model(config: Config) -> NormalizedRBFNetwork:
     return NormalizedRBFNetwork(
-        num_steps=config.diffusion_steps,
-        num_hidden=config.num_hidden,
-        init_width=config.rbf_init_width,
+        num_steps=config.diffusion.steps,
+        num_hidden=config.model.num_hidden,
+        init_width=config.model.rbf_init_width,
     )
 
 
@@ -156,8 +68,8 @@ def init_params(config: Config, key: jax.Array) -> dict:
     model = _model(config)
     dummy = jnp.zeros((1, 2), jnp.float32)
     params = {"model": model.init(key, dummy, jnp.ones((1,), jnp.int32))["params"]}
-    if config.learn_schedule:
-        params["beta_perturbation"] = schedules.init_learned_perturbation(config.diffusion_steps)
+    if config.diffusion.learn_schedule:
+        params["beta_perturbation"] = schedules.init_learned_perturbation(config.diffusion.steps)
     return params
 
 
@@ -165,26 +77,26 @@ def schedule_from_params(config: Config, params: dict) -> schedules.Schedule:
     """The learned schedule, or its baseline (zero perturbation) when it is not learned."""
     perturbation = params.get("beta_perturbation")
     if perturbation is None:
-        perturbation = schedules.init_learned_perturbation(config.diffusion_steps)
-    return schedules.learned_schedule(perturbation, config.beta_1, config.schedule_baseline)
+        perturbation = schedules.init_learned_perturbation(config.diffusion.steps)
+    diffusion = config.diffusion
+    return schedules.learned_schedule(perturbation, diffusion.beta_1, diffusion.schedule_baseline)
 
 
 def reverse_fn_from_params(config: Config, params: dict, schedule: schedules.Schedule):
-    """``(x_t, t) -> Kernel``: the RBF network composed with the chosen readout."""
+    """``(x_t, t) -> Kernel``: the RBF network's (z_mu, z_Sigma) through the chosen readout."""
     model = _model(config)
 
-    def reverse_fn(x_t, t):
-        z_mu, z_sigma = model.apply({"params": params["model"]}, x_t, t)
-        beta_t = gaussian.beta(schedule, t)[:, None]
-        return gaussian.readout(config.readout, x_t, z_mu, z_sigma, beta_t, config.diffusion_steps)
+    def model_fn(x_t, t):
+        return model.apply({"params": params["model"]}, x_t, t)
 
-    return reverse_fn
+    param = parameterisation.from_readout(config.model.readout)
+    return parameterisation.make_reverse_fn(param, schedule, model_fn)
 
 
 def loss_fn(config: Config, params: dict, batch: jax.Array, key: jax.Array):
-    """-K per 2-D point (bits) by ``config.objective``; gradients also reach the learned schedule."""
+    """-K per 2-D point (bits) by ``config.train.objective``; gradients also reach the learned schedule."""
     schedule = schedule_from_params(config, params)
-    bound = OBJECTIVES[config.objective]
+    bound = OBJECTIVES[config.train.objective]
     k = bound(schedule, reverse_fn_from_params(config, params, schedule), batch, key)
     return -jnp.mean(k), {"K_estimate": jnp.mean(k)}
 
@@ -196,18 +108,19 @@ def make_optimizer(config: Config) -> optax.GradientTransformation:
     The one-t estimate of K is heavy-tailed (rare large KL terms at small t);
     clipping its gradient biases training, so it is off by default.
     """
-    steps = max(config.train_steps, 1)
+    train = config.train
+    steps = max(train.steps, 1)
 
     def adam(rate: float) -> optax.GradientTransformation:
         return optax.adam(optax.cosine_decay_schedule(rate, steps, alpha=0.01))
 
     labels = lambda params: {k: "schedule" if k == "beta_perturbation" else "model" for k in params}  # noqa: E731
     tx = optax.multi_transform(
-        {"model": adam(config.learning_rate), "schedule": adam(config.schedule_learning_rate)},
+        {"model": adam(train.learning_rate), "schedule": adam(train.schedule_learning_rate)},
         labels,
     )
     return optim.with_warmup_and_clipping(
-        tx, warmup_steps=config.warmup_steps, clip_norm=config.grad_clip_norm
+        tx, warmup_steps=train.warmup_steps, clip_norm=train.grad_clip_norm
     )
 
 
@@ -230,16 +143,16 @@ def schedule_ceiling(
     """K of the best Gaussian reverse kernel for this schedule (moment matched to fresh data).
 
     Separates what the schedule and T cost (truth - ceiling) from what the
-    network costs (ceiling - K). Estimated on the first ``ceiling_examples``
-    test points; the kernel uses ``ceiling_reference_size`` independent points.
+    network costs (ceiling - K). Estimated on the first ``eval.ceiling_examples``
+    test points; the kernel uses ``eval.ceiling_reference_size`` independent points.
     Also plots the per-step KL terms of model and ceiling to ``figure``.
     """
     schedule = schedule_from_params(config, params)
     key_ref, key_eval, key_steps = jax.random.split(key, 3)
-    reference = _data(config).sample(key_ref, config.ceiling_reference_size)
+    reference = _data(config).sample(key_ref, config.eval.ceiling_reference_size)
     kernel = gaussian.moment_matched_kernel(schedule, reference)
     fn = evaluation.per_example_keys(lambda x0, k: gaussian.bound_exact(schedule, kernel, x0, k))
-    subset = test_x[: config.ceiling_examples]
+    subset = test_x[: config.eval.ceiling_examples]
     k = evaluation.evaluate(fn, subset, key_eval, batch_size=500, desc="ceiling")
     mean, se = likelihood.mean_and_stderr(k)
     x_steps = jnp.asarray(subset[:500])
@@ -260,7 +173,7 @@ def schedule_ceiling(
         "K_schedule_ceiling": mean,
         "K_schedule_ceiling_stderr": se,
         "K_schedule_ceiling_kind": "exact bound of the moment-matched Gaussian reverse kernel of "
-        f"{config.ceiling_reference_size} fresh data points, with the trained schedule, on the "
+        f"{config.eval.ceiling_reference_size} fresh data points, with the trained schedule, on the "
         f"first {len(subset)} test points",
     }
 
@@ -271,7 +184,7 @@ def evaluate(config: Config, params: dict, test_x: np.ndarray, key: jax.Array) -
         evaluation.per_example_keys(exact_bound_fn(config, params)),
         test_x,
         key,
-        batch_size=config.eval_batch_size,
+        batch_size=config.eval.batch_size,
         desc="exact K",
     )
     true_ll = _data(config).log_density(test_x)
@@ -301,10 +214,10 @@ def evaluate(config: Config, params: dict, test_x: np.ndarray, key: jax.Array) -
 
 def write_figure(config: Config, params: dict, test_x: np.ndarray, key: jax.Array, path: Path):
     """Fig. 1: forward and reverse trajectories and the drift at t = 0 (drift: t = 1), T/2, T."""
-    T = config.diffusion_steps
+    T = config.diffusion.steps
     schedule = schedule_from_params(config, params)
     reverse_fn = reverse_fn_from_params(config, params, schedule)
-    n = min(config.num_figure_samples, len(test_x))
+    n = min(config.eval.num_figure_samples, len(test_x))
     x0 = jnp.asarray(test_x[:n])
     key_fwd, key_rev = jax.random.split(key)
     times = (0, T // 2, T)
@@ -341,7 +254,7 @@ def write_figure(config: Config, params: dict, test_x: np.ndarray, key: jax.Arra
         reverse,
         drift,
         labels,
-        title=f"Swiss roll, T = {T}, {config.num_hidden} RBF units",
+        title=f"Swiss roll, T = {T}, {config.model.num_hidden} RBF units",
     )
 
 
@@ -350,9 +263,18 @@ def run(config: Config, workdir: Path, eval_only: bool = False) -> dict:
     start_time = time.time()
     workdir = Path(workdir)
     data = _data(config)
-    state, keys = common.train_on_generator(sys.modules[__name__], config, workdir, eval_only, data)
-    test_x = np.asarray(data.sample(keys["test_data"], config.num_test))
-    params = train_state.eval_params(state, config.ema_decay)
+    state, keys = common.train_on_generator(
+        experiment,
+        config,
+        workdir,
+        eval_only,
+        data,
+        init_params=init_params,
+        make_optimizer=make_optimizer,
+        loss_fn=loss_fn,
+    )
+    test_x = np.asarray(data.sample(keys["test_data"], config.eval.num_test))
+    params = train_state.eval_params(state, config.train.ema_decay)
     results = evaluate(config, params, test_x, keys["eval"])
     figure = workdir / "figures" / "swiss_roll_fig1.png"
     kl_figure = workdir / "figures" / "swiss_roll_kl_per_step.png"
@@ -361,7 +283,7 @@ def run(config: Config, workdir: Path, eval_only: bool = False) -> dict:
     schedule = schedule_from_params(config, params)
     results["betas"] = [float(b) for b in np.asarray(schedule.betas)]
     return common.write_results(
-        sys.modules[__name__],
+        experiment,
         config,
         workdir,
         results,
@@ -391,8 +313,30 @@ def report(results: dict) -> str:
     )
 
 
+class SwissRollExperiment(common.Experiment):
+    """The Swiss roll experiment (``python -m experiments.swiss_roll``)."""
+
+    name = "swiss_roll"
+    description = DESCRIPTION
+    units = UNITS
+    paper = PAPER
+    config_class = Config
+    presets = PRESETS
+    mutable_keys = MUTABLE_KEYS
+    legacy_keys = LEGACY_KEYS
+
+    def run(self, config: Config, workdir: Path, eval_only: bool = False) -> dict:
+        return run(config, workdir, eval_only)
+
+    def report(self, results: dict) -> str:
+        return report(results)
+
+
+experiment = SwissRollExperiment()
+
+
 def main(argv: list[str] | None = None) -> None:
-    common.main(sys.modules[__name__], argv)
+    experiment.main(argv)
 
 
 if __name__ == "__main__":

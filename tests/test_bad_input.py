@@ -4,7 +4,6 @@ The cases below also generate the table in docs/reliability.md; after changing t
 ``DPM_JAX_WRITE_DOCS=1 python -m pytest tests/test_bad_input.py`` to rewrite it.
 """
 
-import dataclasses
 import os
 import warnings
 from pathlib import Path
@@ -16,7 +15,9 @@ import pytest
 
 from dpm_jax import binomial, checkpoints, gaussian, rundir, schedules, train_state
 from dpm_jax.data import images
+from dpm_jax.data.scaling import dequantize
 from dpm_jax.models import HeartbeatMLP, MultiScaleConv
+from experiments import config as cfg
 from experiments import mnist
 from experiments import swiss_roll as sr
 
@@ -50,7 +51,12 @@ def _other_experiment_workdir(tmp_path):
 
 def _changed_config_workdir(tmp_path):
     rundir.save_run_config(tmp_path, "swiss_roll", rundir.config_to_dict(sr.PRESETS["small"]))
-    sr.run(dataclasses.replace(sr.PRESETS["small"], num_hidden=8), tmp_path)
+    sr.run(cfg.replace(sr.PRESETS["small"], {"model.num_hidden": 8}), tmp_path)
+
+
+def _flat_config_workdir(tmp_path):
+    rundir.save_run_config(tmp_path, "swiss_roll", {"diffusion_steps": 40, "train_steps": 300})
+    sr.run(sr.PRESETS["small"], tmp_path, eval_only=True)
 
 
 def _checkpoint_of_another_model(tmp_path):
@@ -127,19 +133,19 @@ CASES = [
     ),
     (
         "Pixels: NaN",
-        lambda tmp: images.dequantize(np.full((1, 2, 2, 1), np.nan), jax.random.key(0)),
+        lambda tmp: dequantize(np.full((1, 2, 2, 1), np.nan), jax.random.key(0)),
         ValueError,
         "non-finite",
     ),
     (
         "Pixels: already scaled to [0, 1] (fractional values)",
-        lambda tmp: images.dequantize(np.full((1, 2, 2, 1), 0.5), jax.random.key(0)),
+        lambda tmp: dequantize(np.full((1, 2, 2, 1), 0.5), jax.random.key(0)),
         ValueError,
         "whole numbers",
     ),
     (
         "Pixels: one image without a batch axis",
-        lambda tmp: images.dequantize(np.zeros((28, 28, 1), np.uint8), jax.random.key(0)),
+        lambda tmp: dequantize(np.zeros((28, 28, 1), np.uint8), jax.random.key(0)),
         ValueError,
         "rank 4",
     ),
@@ -157,25 +163,25 @@ CASES = [
     ),
     (
         "Config: image size and num_scales that do not divide",
-        lambda tmp: dataclasses.replace(mnist.PRESETS["default"], num_scales=4),
+        lambda tmp: cfg.replace(mnist.PRESETS["default"], {"model.num_scales": 4}),
         ValueError,
         "num_scales",
     ),
     (
         "Config: impossible value (T = 1)",
-        lambda tmp: dataclasses.replace(sr.PRESETS["default"], diffusion_steps=1),
+        lambda tmp: cfg.replace(sr.PRESETS["default"], {"diffusion.steps": 1}),
         ValueError,
-        "diffusion_steps",
+        "diffusion.steps",
     ),
     (
         "Command line: unknown config key",
-        lambda tmp: _cli(["--config.no_such_key=3"]),
+        lambda tmp: _cli(["--config.train.no_such_key=3"]),
         SystemExit,
         "unknown config key",
     ),
     (
         "Command line: value of the wrong type",
-        lambda tmp: _cli(["--config.diffusion_steps=ten"]),
+        lambda tmp: _cli(["--config.diffusion.steps=ten"]),
         SystemExit,
         "invalid int value",
     ),
@@ -190,6 +196,12 @@ CASES = [
         _changed_config_workdir,
         RuntimeError,
         "num_hidden",
+    ),
+    (
+        "Workdir holding a run whose config.json has the flat keys of earlier versions",
+        _flat_config_workdir,
+        RuntimeError,
+        "python -m experiments.convert_config",
     ),
     (
         "Checkpoint of a different model",

@@ -1,4 +1,5 @@
-"""Every ``module.function`` of this project that the README or docs/ name exists."""
+"""Every ``module.function`` of this project that the README or docs/ name exists; a dotted
+config key they name (``train.steps``) is a key of some experiment's config."""
 
 import importlib
 import re
@@ -62,13 +63,22 @@ def _our_modules() -> dict[str, str]:
     return names
 
 
+def _config_keys() -> set[str]:
+    """Every dotted config key of every experiment (``experiments.config.flatten``)."""
+    from experiments import all_experiments
+    from experiments import config as cfg
+
+    return {k for e in all_experiments().values() for k in cfg.flatten(e.config_class())}
+
+
 def _named_objects():
     modules = _our_modules()
+    config_keys = _config_keys()
     found = []
     for doc in DOCS:
         for name in NAME.findall(doc.read_text()):
             parts = name.split(".")
-            if parts[-1] in FILE_SUFFIXES:
+            if parts[-1] in FILE_SUFFIXES or name in config_keys:
                 continue
             if parts[0] in THIRD_PARTY:
                 continue

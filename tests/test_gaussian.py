@@ -9,7 +9,7 @@ import pytest
 from numpy.polynomial.hermite_e import hermegauss
 
 from dpm_jax import gaussian as g
-from dpm_jax import likelihood, schedules
+from dpm_jax import likelihood, parameterisation, schedules
 
 T = 40
 
@@ -229,17 +229,25 @@ def test_readouts_reduce_to_the_forward_kernel_at_zero_coefficients():
     x = jnp.array([[0.5, -1.0]])
     zeros = jnp.zeros_like(x)
     b = 0.1
-    paper = g.readout("paper", x, zeros, zeros, b, T)
+    sch = schedules.from_betas(jnp.full((T,), b))  # beta_t = b at every t
+    t = jnp.array([3])
+
+    def kernel(name, z_mu, z_sigma):
+        param = parameterisation.from_readout(name)
+        return parameterisation.kernel(param, sch, x, t, (z_mu, z_sigma))
+
+    paper = kernel("paper", zeros, zeros)
     np.testing.assert_allclose(paper.var, b, rtol=1e-5)
     np.testing.assert_allclose(paper.mean, x * (1 - b), rtol=1e-5)
-    ref = g.readout("reference_code", x, zeros, zeros, b, T)
+    ref = kernel("reference_code", zeros, zeros)
     np.testing.assert_allclose(ref.var, b, rtol=1e-5)
     np.testing.assert_allclose(ref.mean, x * math.sqrt(1 - b), rtol=1e-5)
     # Eq. 65: z_mu is the fixed point of the mean map.
     z = jnp.array([[2.0, 3.0]])
-    np.testing.assert_allclose(g.paper_readout(z, z, zeros, b).mean, z, rtol=1e-6)
+    fixed = parameterisation.kernel(parameterisation.from_readout("paper"), sch, z, t, (z, zeros))
+    np.testing.assert_allclose(fixed.mean, z, rtol=1e-6)
     with pytest.raises(ValueError, match="unknown readout"):
-        g.readout("nope", x, zeros, zeros, b, T)
+        parameterisation.from_readout("nope")
 
 
 @pytest.mark.parametrize(

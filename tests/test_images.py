@@ -12,22 +12,17 @@ import pytest
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import constants as tfds_constants
 
-from dpm_jax.data import images
-from dpm_jax.data.images import (
-    DatasetNotPrepared,
+from dpm_jax.data import batching, images
+from dpm_jax.data.batching import steps_per_epoch, train_batch, train_batch_indices, train_batches
+from dpm_jax.data.images import DatasetNotPrepared, check_image_size, load_image_source
+from dpm_jax.data.scaling import (
     ImageScaling,
-    bits_per_dim_8bit,
-    check_image_size,
     dequantize,
     fit_scaling,
-    load_image_source,
     pixel_moments,
     preprocess,
-    steps_per_epoch,
-    train_batch,
-    train_batch_indices,
-    train_batches,
 )
+from dpm_jax.likelihood import bits_per_dim_8bit
 
 
 class FakeSource:
@@ -117,7 +112,7 @@ def tiny_dataset(tmp_path, monkeypatch):
 def test_loader_reads_real_array_record_files_without_tensorflow(tiny_dataset):
     source = load_image_source(DpmJaxTinyImages.name, "train", data_dir=tiny_dataset)
     assert len(source) == 7
-    batch = images.gather_images(source, range(7))
+    batch = batching.gather_images(source, range(7))
     assert batch.dtype == np.uint8 and batch.shape == (7, 4, 4, 1)
     assert sorted(ids(batch)) == list(range(7))  # TFDS shuffles the order on disk
     assert len(load_image_source(DpmJaxTinyImages.name, "test[:2]", data_dir=tiny_dataset)) == 2
@@ -202,7 +197,7 @@ def test_ragged_tail_is_dropped_and_reads_stay_batch_sized():
     seen = ids(np.concatenate(list(train_batches(source, 3, seed=2, num_steps=3))))
     assert len(set(seen)) == 9
     left_out = set(range(10)) - set(seen)
-    assert left_out == {int(images.epoch_permutation(10, 2, 0)[-1])}
+    assert left_out == {int(batching.epoch_permutation(10, 2, 0)[-1])}
     assert max(source.reads) == 3  # never more than one batch in memory
 
 

@@ -148,6 +148,37 @@ def test_readouts_are_the_2015_formulas():
     np.testing.assert_allclose(code.mean, np.sqrt(1 - b) * x_t + np.sqrt(b) * z_mu, rtol=1e-5)
 
 
+def test_2015_readouts_reach_a_learned_schedule_through_one_beta_lookup():
+    """The Swiss roll learns beta_t through the readout. The kernel looks beta_t up once for
+    its variance and mean, so the schedule's gradient is bitwise that of the 2015 formulas
+    written with one lookup (how the experiments computed it before using this module)."""
+    key = jax.random.PRNGKey(7)
+    x_t, z_mu, z_sigma = jax.random.normal(key, (3, 8, 2))
+    t = jax.random.randint(jax.random.fold_in(key, 1), (8,), 2, T + 1)
+    logits = jax.random.normal(jax.random.fold_in(key, 2), (T - 1,)) * 0.1  # beta_2..T
+
+    def loss(logits, kernel_fn):
+        sch = schedules.learned_schedule(logits, 1e-4, "geometric")
+        k = kernel_fn(sch)
+        return jnp.sum(jnp.square(k.mean)) + jnp.sum(jnp.log(k.var))
+
+    for name in ("paper", "reference_code"):
+
+        def ours(sch, name=name):
+            return pz.kernel(pz.from_readout(name), sch, x_t, t, (z_mu, z_sigma))
+
+        def one_lookup(sch, name=name):
+            b = schedules.beta(sch, t)[:, None]
+            z = z_sigma if name == "paper" else z_sigma / np.sqrt(T)
+            var = jax.nn.sigmoid(z + jnp.log(b) - jnp.log1p(-b))
+            if name == "paper":
+                return g.Kernel(mean=(x_t - z_mu) * (1.0 - var) + z_mu, var=var)
+            return g.Kernel(mean=jnp.sqrt(1.0 - b) * x_t + jnp.sqrt(b) * z_mu, var=var)
+
+        grad = jax.jit(jax.grad(loss), static_argnums=1)
+        np.testing.assert_array_equal(grad(logits, ours), grad(logits, one_lookup))
+
+
 def test_predictions_of_x0_and_eps_for_every_mean_type():
     """predict_x0 / predict_eps recover the x0 and eps a kernel was built from."""
     sch = _schedules()["linear"]

@@ -1,7 +1,6 @@
 """Faults lose nothing: SIGKILL at many points (also mid checkpoint write), SIGTERM, non-finite
 steps, and the same seed giving the same results."""
 
-import dataclasses
 import json
 import os
 import re
@@ -19,26 +18,19 @@ import pytest
 
 from dpm_jax import checkpoints, rundir, runner, sharding, train_state
 from experiments import common
+from experiments import config as cfg
 from experiments import swiss_roll as sr
 
 REPO = Path(__file__).resolve().parents[1]
-FAST = dataclasses.replace(
-    sr.PRESETS["small"],
-    train_steps=120,
-    checkpoint_every=40,
-    log_every=20,
-    num_test=200,
-    num_figure_samples=100,
-)
-FAST_ARGS = [
-    "--preset",
-    "small",
-    "--config.train_steps=120",
-    "--config.checkpoint_every=40",
-    "--config.log_every=20",
-    "--config.num_test=200",
-    "--config.num_figure_samples=100",
-]
+FAST_KEYS = {
+    "train.steps": 120,
+    "train.checkpoint_every": 40,
+    "train.log_every": 20,
+    "eval.num_test": 200,
+    "eval.num_figure_samples": 100,
+}
+FAST = cfg.replace(sr.PRESETS["small"], FAST_KEYS)
+FAST_ARGS = ["--preset", "small", *(f"--config.{k}={v}" for k, v in FAST_KEYS.items())]
 
 # The Swiss roll experiment in a child process that kills itself: with SIGKILL when it asks
 # for batch KILL_AT, or right after starting the (asynchronous) write of checkpoint
@@ -255,10 +247,10 @@ def test_several_steps_per_call_train_the_same_model(tmp_path):
     """steps_per_call = 7 (a lax.scan over steps, split at every log and checkpoint step)
     gives the parameters of one step per call, and survives a kill like any run."""
     one = sr.run(FAST, tmp_path / "one")
-    grouped = dataclasses.replace(FAST, steps_per_call=7)
+    grouped = cfg.replace(FAST, {"train.steps_per_call": 7})
     many = sr.run(grouped, tmp_path / "many")
     a, b = _final_state(tmp_path / "one", FAST), _final_state(tmp_path / "many", grouped)
-    assert int(a.step) == int(b.step) == FAST.train_steps
+    assert int(a.step) == int(b.step) == FAST.train.steps
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(many["K"], one["K"], atol=1e-4)

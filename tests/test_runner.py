@@ -1,6 +1,5 @@
 """The runner's parts: EMA in the train step, warmup and clipping, old checkpoints, the evaluator."""
 
-import dataclasses
 import json
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 
 from dpm_jax import checkpoints, evaluation, optim, rundir, runner, sharding, train_state
 from experiments import common
+from experiments import config as cfg
 from experiments import swiss_roll as sr
 
 KEY = jax.random.PRNGKey(0)
@@ -77,15 +77,30 @@ def test_a_skipped_non_finite_step_leaves_parameters_and_ema_unchanged():
 
 
 def test_an_experiment_trains_the_ema_of_its_config_and_evaluates_it(tmp_path):
-    config = dataclasses.replace(
-        sr.PRESETS["small"], train_steps=3, checkpoint_every=3, log_every=3, ema_decay=0.5
+    config = cfg.replace(
+        sr.PRESETS["small"],
+        {
+            "train.steps": 3,
+            "train.checkpoint_every": 3,
+            "train.log_every": 3,
+            "train.ema_decay": 0.5,
+        },
     )
-    state, _ = common.train_on_generator(sr, config, tmp_path, False, sr._data(config))
+    state, _ = common.train_on_generator(
+        sr.experiment,
+        config,
+        tmp_path,
+        False,
+        sr._data(config),
+        init_params=sr.init_params,
+        make_optimizer=sr.make_optimizer,
+        loss_fn=sr.loss_fn,
+    )
     params, ema = jax.tree.leaves(state.params), jax.tree.leaves(state.ema_params)
     assert any(
         not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(params, ema, strict=True)
     )
-    evaluated = jax.tree.leaves(train_state.eval_params(state, config.ema_decay))
+    evaluated = jax.tree.leaves(train_state.eval_params(state, config.train.ema_decay))
     assert all(
         np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(evaluated, ema, strict=True)
     )
@@ -94,8 +109,8 @@ def test_an_experiment_trains_the_ema_of_its_config_and_evaluates_it(tmp_path):
 def test_ema_decay_outside_0_1_is_refused():
     with pytest.raises(ValueError, match="ema_decay"):
         train_state.make_train_step(_quadratic, optax.sgd(0.1), ema_decay=1.0)
-    with pytest.raises(ValueError, match="ema_decay"):
-        dataclasses.replace(sr.PRESETS["small"], ema_decay=-0.1)
+    with pytest.raises(ValueError, match="train.ema_decay"):
+        cfg.replace(sr.PRESETS["small"], {"train.ema_decay": -0.1})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -128,15 +143,16 @@ def test_every_experiment_has_the_keys_with_defaults_that_change_nothing():
     from experiments import mnist
 
     for config in (sr.Config(), hb.Config(), mnist.Config()):
-        assert (config.ema_decay, config.warmup_steps, config.grad_clip_norm) == (0.0, 0, 0.0)
-        assert config.steps_per_call == 1
+        train = config.train
+        assert (train.ema_decay, train.warmup_steps, train.grad_clip_norm) == (0.0, 0, 0.0)
+        assert train.steps_per_call == 1
     # warmup_steps = 10 scales the swiss roll's first Adam update by 1/10.
     small = sr.PRESETS["small"]
     params = sr.init_params(small, KEY)
     grads = jax.tree.map(jnp.ones_like, params)
     updates = {}
     for warmup in (0, 10):
-        tx = sr.make_optimizer(dataclasses.replace(small, warmup_steps=warmup))
+        tx = sr.make_optimizer(cfg.replace(small, {"train.warmup_steps": warmup}))
         updates[warmup], _ = tx.update(grads, tx.init(params), params)
     for plain, warm in zip(jax.tree.leaves(updates[0]), jax.tree.leaves(updates[10]), strict=True):
         np.testing.assert_allclose(np.asarray(warm), np.asarray(plain) / 10, rtol=1e-6)
@@ -206,14 +222,15 @@ def test_a_checkpoint_without_ema_restores_with_the_ema_at_its_parameters(tmp_pa
 def test_a_saved_config_without_the_new_keys_resumes_at_their_defaults(tmp_path):
     config = sr.PRESETS["small"]
     saved = rundir.config_to_dict(config)
-    for key in ("ema_decay", "warmup_steps"):
+    for key in ("train.ema_decay", "train.warmup_steps"):
         del saved[key]
-    rundir.save_run_config(tmp_path, sr.EXPERIMENT, saved)
+    name = sr.experiment.name
+    rundir.save_run_config(tmp_path, name, saved)
     as_dict, defaults = rundir.config_to_dict(config), rundir.config_defaults(config)
-    rundir.check_run_compatible(tmp_path, sr.EXPERIMENT, as_dict, sr.MUTABLE_KEYS, defaults)
-    changed = rundir.config_to_dict(dataclasses.replace(config, ema_decay=0.99))
-    with pytest.raises(RuntimeError, match="ema_decay: saved 0.0 vs requested 0.99"):
-        rundir.check_run_compatible(tmp_path, sr.EXPERIMENT, changed, sr.MUTABLE_KEYS, defaults)
+    rundir.check_run_compatible(tmp_path, name, as_dict, sr.MUTABLE_KEYS, defaults)
+    changed = rundir.config_to_dict(cfg.replace(config, {"train.ema_decay": 0.99}))
+    with pytest.raises(RuntimeError, match="train.ema_decay: saved 0.0 vs requested 0.99"):
+        rundir.check_run_compatible(tmp_path, name, changed, sr.MUTABLE_KEYS, defaults)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ Scripts print one ``RESULT {json}`` line.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import socket
@@ -22,10 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dpm_jax import gaussian, rundir, schedules, sharding, train_state
-from dpm_jax.data import images as image_data
-from experiments import cifar10, mnist
-from experiments import images as image_exp
+from dpm_jax import gaussian, parameterisation, rundir, sharding, train_state
+from dpm_jax.data import ImageScaling, preprocess
+from experiments import cifar10, image_model, mnist
+from experiments import config as cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,19 +49,19 @@ def _result(stdout: str) -> dict:
 
 EIGHT_DEVICES = textwrap.dedent(
     """
-    import dataclasses, json
+    import json
     import jax, jax.numpy as jnp, numpy as np
     from dpm_jax import sharding, train_state
-    from dpm_jax.data import images as image_data
-    from experiments import images as image_exp, mnist
+    from dpm_jax.data import ImageScaling
+    from experiments import config as cfg, image_eval, image_model, mnist
 
     out = {"devices": jax.device_count()}
-    config = dataclasses.replace(mnist.PRESETS["small"], diffusion_steps=8, batch_size=16)
-    scaling = image_data.ImageScaling(scale=3.0, shift=-1.3)
+    config = cfg.replace(mnist.PRESETS["small"], {"diffusion.steps": 8, "train.batch_size": 16})
+    scaling = ImageScaling(scale=3.0, shift=-1.3)
     mesh = sharding.data_mesh()
-    tx = image_exp.make_optimizer(config)
+    tx = image_model.make_optimizer(config)
     # Random parameters of the right shapes (the orthogonal init's QR is slow to compile).
-    shapes = jax.eval_shape(lambda k: image_exp.init_params(config, k), jax.random.key(1))
+    shapes = jax.eval_shape(lambda k: image_model.init_params(config, k), jax.random.key(1))
     gen = np.random.default_rng(1)
     params = jax.tree.map(
         lambda s: (gen.normal(size=s.shape) / np.sqrt(s.shape[-2] if s.ndim > 1 else 50))
@@ -71,7 +70,7 @@ EIGHT_DEVICES = textwrap.dedent(
     )
     rng = np.asarray(jax.random.key_data(jax.random.key(3)))
     pixels = np.asarray(jax.random.randint(jax.random.key(2), (2, 16, 28, 28, 1), 0, 256), np.uint8)
-    loss = lambda p, b, k: image_exp.loss_fn(config, scaling, p, b, k)
+    loss = lambda p, b, k: image_model.loss_fn(config, scaling, p, b, k)
 
     def fresh_state():  # the step donates the state: new buffers for every run
         return train_state.create_train_state(jax.tree.map(jnp.asarray, params), tx, jnp.asarray(rng))
@@ -100,7 +99,7 @@ EIGHT_DEVICES = textwrap.dedent(
         "step": int(s8.step),
     }
 
-    bound = image_exp.exact_bound_fn(config, s1.params, scaling)
+    bound = image_eval.exact_bound_fn(config, s1.params, scaling)
     key = jax.random.key(4)
     k1, null1 = bound(jnp.asarray(pixels[0]), key)
     k8, null8 = bound(sharding.shard_batch(pixels[0], mesh), key)
@@ -359,7 +358,7 @@ def _quick_params(config, seed: int = 0) -> dict:
 
     Cheaper than ``init_params``, whose orthogonal initialiser's QR takes seconds to compile.
     """
-    shapes = jax.eval_shape(lambda k: image_exp.init_params(config, k), jax.random.key(0))
+    shapes = jax.eval_shape(lambda k: image_model.init_params(config, k), jax.random.key(0))
     gen = np.random.default_rng(seed)
 
     def draw(s):
@@ -370,21 +369,19 @@ def _quick_params(config, seed: int = 0) -> dict:
 
 
 def _loss_with_network(config, scaling, model):
-    """``experiments.images.loss_fn`` with another network (here a bfloat16 one)."""
-    sched = image_exp.schedule(config)
-    pixels = image_exp.pixels_per_image(config)
+    """``experiments.image_model.loss_fn`` with another network (here a bfloat16 one)."""
+    sched = image_model.schedule(config)
+    pixels = image_model.pixels_per_image(config)
+    param = parameterisation.from_readout(config.model.readout)
 
     def loss(params, batch, key):
         key_u, key_k = jax.random.split(key)
-        x0 = image_data.preprocess(batch, key_u, scaling)
+        x0 = preprocess(batch, key_u, scaling)
 
-        def reverse_fn(x_t, t):
-            z_mu, z_sigma = model.apply({"params": params}, x_t, t)
-            beta_t = schedules.beta(sched, t)[:, None, None, None]
-            return gaussian.readout(
-                config.readout, x_t, z_mu, z_sigma, beta_t, config.diffusion_steps
-            )
+        def model_fn(x_t, t):
+            return model.apply({"params": params}, x_t, t)
 
+        reverse_fn = parameterisation.make_reverse_fn(param, sched, model_fn)
         k = gaussian.bound_estimate(sched, reverse_fn, x0, key_k) / pixels
         return -jnp.mean(k), {}
 
@@ -392,8 +389,8 @@ def _loss_with_network(config, scaling, model):
 
 
 def test_bfloat16_network_outputs_float32_close_to_float32_and_trains():
-    config = dataclasses.replace(mnist.PRESETS["small"], diffusion_steps=8, batch_size=8)
-    f32 = image_exp.network(config)
+    config = cfg.replace(mnist.PRESETS["small"], {"diffusion.steps": 8, "train.batch_size": 8})
+    f32 = image_model.network(config)
     bf16 = f32.clone(dtype=jnp.bfloat16)
     params = _quick_params(config)
     x = jax.random.normal(jax.random.key(1), (4, 28, 28, 1))
@@ -406,8 +403,8 @@ def test_bfloat16_network_outputs_float32_close_to_float32_and_trains():
         assert rel < 0.05, rel
         assert rel > 0  # the computation really ran in bfloat16
 
-    scaling = image_data.ImageScaling(scale=3.0, shift=-1.3)
-    tx = image_exp.make_optimizer(config)
+    scaling = ImageScaling(scale=3.0, shift=-1.3)
+    tx = image_model.make_optimizer(config)
     state = train_state.create_train_state(params, tx, jax.random.key_data(jax.random.key(2)))
     step = train_state.make_train_step(_loss_with_network(config, scaling, bf16), tx)
     pixels = jax.random.randint(jax.random.key(3), (8, 28, 28, 1), 0, 256).astype(jnp.uint8)
@@ -423,13 +420,13 @@ def test_bfloat16_keeps_full_size_parameters(module):
     t = jnp.ones((1,), jnp.int32)
     shapes = {}
     for dtype in (jnp.float32, jnp.bfloat16):
-        model = image_exp.network(config).clone(dtype=dtype)
+        model = image_model.network(config).clone(dtype=dtype)
         tree = jax.eval_shape(model.init, jax.random.key(0), x, t)["params"]
         assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(tree))
         shapes[dtype] = jax.tree.map(lambda p: p.shape, tree)
     assert shapes[jnp.float32] == shapes[jnp.bfloat16]
     count = sum(int(np.prod(s)) for s in jax.tree.leaves(shapes[jnp.float32], is_leaf=_is_shape))
-    assert count == {"mnist": 1_762_928, "cifar10": 13_385_280}[module.EXPERIMENT]
+    assert count == {"mnist": 1_762_928, "cifar10": 13_385_280}[module.experiment.name]
 
 
 def _is_shape(x) -> bool:
@@ -438,14 +435,15 @@ def _is_shape(x) -> bool:
 
 EXPERIMENT_RUN = textwrap.dedent(
     """
-    import dataclasses, json, sys
+    import json, sys
     import jax
-    from experiments import dead_leaves
-    config = dataclasses.replace(
-        dead_leaves.PRESETS["small"], train_steps=3, checkpoint_every=3, log_every=1,
-        batch_size=16, num_samples=2, num_posterior_examples=2, eval_batch_size=8,
-    )
-    r = dead_leaves.run(config, sys.argv[1])
+    from experiments import config as cfg, dead_leaves
+    config = cfg.replace(dead_leaves.PRESETS["small"], {
+        "train.steps": 3, "train.checkpoint_every": 3, "train.log_every": 1,
+        "train.batch_size": 16, "eval.num_samples": 2, "eval.num_posterior_examples": 2,
+        "eval.batch_size": 8,
+    })
+    r = dead_leaves.experiment.run(config, sys.argv[1])
     print("RESULT " + json.dumps({"devices": jax.device_count(), "K": r["K"],
                                    "hardware": r["hardware"]}))
     """
@@ -472,18 +470,19 @@ def test_an_experiment_runs_unchanged_on_eight_devices(tmp_path):
 
 EXPERIMENT_TWO_PROCESSES = textwrap.dedent(
     """
-    import dataclasses, json, sys
+    import json, sys
     import jax
     jax.config.update("jax_num_cpu_devices", 2)
     from dpm_jax import sharding
     port, pid, workdir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     sharding.initialize_distributed(f"localhost:{port}", 2, pid)
-    from experiments import dead_leaves
-    config = dataclasses.replace(
-        dead_leaves.PRESETS["small"], train_steps=3, checkpoint_every=3, log_every=1,
-        batch_size=16, num_samples=2, num_posterior_examples=2, eval_batch_size=8,
-    )
-    r = dead_leaves.run(config, workdir)
+    from experiments import config as cfg, dead_leaves
+    config = cfg.replace(dead_leaves.PRESETS["small"], {
+        "train.steps": 3, "train.checkpoint_every": 3, "train.log_every": 1,
+        "train.batch_size": 16, "eval.num_samples": 2, "eval.num_posterior_examples": 2,
+        "eval.batch_size": 8,
+    })
+    r = dead_leaves.experiment.run(config, workdir)
     print("RESULT " + json.dumps({"K": r["K"], "devices": jax.device_count()}))
     """
 )
@@ -505,27 +504,32 @@ def test_an_experiment_runs_on_two_processes_sharing_a_workdir(tmp_path):
 # The one runner on a mesh: a toy experiment on 2 devices, an image experiment with several
 # steps per compiled call.
 
-TOY = {"train_steps": 30, "checkpoint_every": 30, "log_every": 10}
-IMAGE = {"train_steps": 4, "checkpoint_every": 4, "log_every": 2}
+TOY = {"train.steps": 30, "train.checkpoint_every": 30, "train.log_every": 10}
+IMAGE = {"train.steps": 4, "train.checkpoint_every": 4, "train.log_every": 2}
 IMAGE_SCALING = {"scale": 3.0, "shift": -1.5}
 
 TRAIN_ON_TWO_DEVICES = textwrap.dedent(
     f"""
-    import dataclasses, json, sys
+    import json, sys
     from pathlib import Path
     import jax
-    from dpm_jax.data import images
+    from dpm_jax.data import ImageScaling
     from experiments import common, dead_leaves
+    from experiments import config as cfg
     from experiments import images as image_exp
     from experiments import swiss_roll as sr
 
     workdir = Path(sys.argv[1])
-    toy = dataclasses.replace(sr.PRESETS["small"], **{TOY!r})
-    state, _ = common.train_on_generator(sr, toy, workdir / "toy", False, sr._data(toy))
-    config = dataclasses.replace(dead_leaves.PRESETS["small"], steps_per_call=2, **{IMAGE!r})
+    toy = cfg.replace(sr.PRESETS["small"], {TOY!r})
+    state, _ = common.train_on_generator(
+        sr.experiment, toy, workdir / "toy", False, sr._data(toy),
+        init_params=sr.init_params, make_optimizer=sr.make_optimizer, loss_fn=sr.loss_fn,
+    )
+    config = cfg.replace(dead_leaves.PRESETS["small"], {{"train.steps_per_call": 2, **{IMAGE!r}}})
+    experiment = dead_leaves.experiment
     image_state = image_exp.train(
-        dead_leaves, config, workdir / "image", dead_leaves.load_split(config, "train"),
-        images.ImageScaling(**{IMAGE_SCALING!r}),
+        experiment, config, workdir / "image", experiment.load_split(config, "train"),
+        ImageScaling(**{IMAGE_SCALING!r}),
     )
     print("RESULT " + json.dumps({{
         "devices": jax.device_count(),
@@ -548,6 +552,7 @@ def test_toy_and_image_experiments_train_through_the_runner_on_two_devices(tmp_p
     train the models they train on 1 device with one step per call."""
     from dpm_jax import train_state
     from experiments import common, dead_leaves
+    from experiments import images as image_exp
     from experiments import swiss_roll as sr
 
     proc = subprocess.run(
@@ -562,8 +567,17 @@ def test_toy_and_image_experiments_train_through_the_runner_on_two_devices(tmp_p
     out = _result(proc.stdout)
     assert out["devices"] == 2 and out["toy_devices"] == 2 and out["image_step"] == 4
 
-    toy = dataclasses.replace(sr.PRESETS["small"], **TOY)
-    common.train_on_generator(sr, toy, tmp_path / "toy", False, sr._data(toy))
+    toy = cfg.replace(sr.PRESETS["small"], TOY)
+    common.train_on_generator(
+        sr.experiment,
+        toy,
+        tmp_path / "toy",
+        False,
+        sr._data(toy),
+        init_params=sr.init_params,
+        make_optimizer=sr.make_optimizer,
+        loss_fn=sr.loss_fn,
+    )
     keys = common.experiment_keys(toy.seed)
     template = train_state.create_train_state(
         sr.init_params(toy, keys["init"]), sr.make_optimizer(toy), keys["train"]
@@ -575,14 +589,17 @@ def test_toy_and_image_experiments_train_through_the_runner_on_two_devices(tmp_p
     ):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
 
-    config = dataclasses.replace(dead_leaves.PRESETS["small"], **IMAGE)
-    scaling = image_data.ImageScaling(**IMAGE_SCALING)
+    config = cfg.replace(dead_leaves.PRESETS["small"], IMAGE)
+    scaling = ImageScaling(**IMAGE_SCALING)
+    experiment = dead_leaves.experiment
     image_exp.train(
-        dead_leaves, config, tmp_path / "image", dead_leaves.load_split(config, "train"), scaling
+        experiment, config, tmp_path / "image", experiment.load_split(config, "train"), scaling
     )
     keys = common.experiment_keys(config.seed)
     template = train_state.create_train_state(
-        image_exp.init_params(config, keys["init"]), image_exp.make_optimizer(config), keys["train"]
+        image_model.init_params(config, keys["init"]),
+        image_model.make_optimizer(config),
+        keys["train"],
     )
     for a, b in zip(
         _restored_params(tmp_path / "image", template),

@@ -1,6 +1,5 @@
 """Training loop: improvement, checkpoint -> SIGKILL -> resume equality, run bookkeeping."""
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -12,22 +11,20 @@ import pytest
 
 from dpm_jax import checkpoints, evaluation, rundir, train_state
 from experiments import common
+from experiments import config as cfg
 from experiments import swiss_roll as sr
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = sr.PRESETS["small"]
-FAST = dataclasses.replace(
-    SMALL, train_steps=120, checkpoint_every=40, log_every=20, num_test=200, num_figure_samples=100
-)
-FAST_ARGS = [
-    "--preset",
-    "small",
-    "--config.train_steps=120",
-    "--config.checkpoint_every=40",
-    "--config.log_every=20",
-    "--config.num_test=200",
-    "--config.num_figure_samples=100",
-]
+FAST_KEYS = {
+    "train.steps": 120,
+    "train.checkpoint_every": 40,
+    "train.log_every": 20,
+    "eval.num_test": 200,
+    "eval.num_figure_samples": 100,
+}
+FAST = cfg.replace(SMALL, FAST_KEYS)
+FAST_ARGS = ["--preset", "small", *(f"--config.{k}={v}" for k, v in FAST_KEYS.items())]
 
 
 def _final_params(workdir: Path, config: sr.Config):
@@ -41,9 +38,12 @@ def _final_params(workdir: Path, config: sr.Config):
 
 
 def test_short_training_run_improves_the_exact_bound(tmp_path):
-    config = dataclasses.replace(FAST, train_steps=1000, learning_rate=0.01, checkpoint_every=1000)
+    config = cfg.replace(
+        FAST,
+        {"train.steps": 1000, "train.learning_rate": 0.01, "train.checkpoint_every": 1000},
+    )
     keys = common.experiment_keys(config.seed)
-    test_x = np.asarray(sr._data(config).sample(keys["test_data"], config.num_test))
+    test_x = np.asarray(sr._data(config).sample(keys["test_data"], config.eval.num_test))
     before = sr.evaluate(config, sr.init_params(config, keys["init"]), test_x, keys["eval"])
     after = sr.run(config, tmp_path / "run")
     assert after["K"] > before["K"] + 0.3
@@ -85,10 +85,10 @@ def test_results_json_and_figure(tmp_path):
 
 def test_incompatible_workdir_is_refused_and_left_untouched(tmp_path):
     workdir = tmp_path / "run"
-    sr.run(dataclasses.replace(FAST, train_steps=40), workdir)
+    sr.run(cfg.replace(FAST, {"train.steps": 40}), workdir)
     before = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
-    with pytest.raises(RuntimeError, match="num_hidden"):
-        sr.run(dataclasses.replace(FAST, train_steps=40, num_hidden=8), workdir)
+    with pytest.raises(RuntimeError, match="model.num_hidden"):
+        sr.run(cfg.replace(FAST, {"train.steps": 40, "model.num_hidden": 8}), workdir)
     rundir.save_run_config(tmp_path / "other", "binary_heartbeat", {})
     with pytest.raises(RuntimeError, match="binary_heartbeat"):
         sr.run(FAST, tmp_path / "other")
@@ -110,17 +110,22 @@ def test_command_line_help_unknown_keys_and_bad_values(capsys):
         sr.main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for field in dataclasses.fields(sr.Config):
-        assert f"--config.{field.name}" in out
+    for key, value in cfg.flatten(sr.Config()).items():
+        assert f"--config.{key} " in out and f"default: {value!r}" in out, key
+    with pytest.raises(SystemExit) as exit_info:
+        sr.main(["--workdir", "x", "--config.train.no_such_key=3"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown config key(s) ['train.no_such_key']" in err and "train.steps" in err
     with pytest.raises(SystemExit):
-        sr.main(["--workdir", "x", "--config.no_such_key=3"])
-    assert "unknown config key" in capsys.readouterr().err
+        sr.main(["--workdir", "x", "--config.train_steps=3"])  # a flat key of earlier versions
+    assert "unknown config key(s) ['train_steps']" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        sr.main(["--workdir", "x", "--config.diffusion_steps=1"])
-    assert "diffusion_steps" in capsys.readouterr().err
+        sr.main(["--workdir", "x", "--config.diffusion.steps=1"])
+    assert "diffusion.steps" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        sr.main(["--workdir", "x", "--config.beta_1=1.5"])
-    assert "beta_1" in capsys.readouterr().err
+        sr.main(["--workdir", "x", "--config.diffusion.beta_1=1.5"])
+    assert "diffusion.beta_1" in capsys.readouterr().err
 
 
 def test_evaluate_counts_every_example_once():

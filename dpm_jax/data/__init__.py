@@ -1,5 +1,9 @@
 """Data: toy generators, TFDS images (MNIST, CIFAR-10) read without TensorFlow, dead leaves
-and the UIUC bark textures."""
+and the UIUC bark textures.
+
+Images: loading and pixel checks (``images``), deterministic training batches
+(``batching``), dequantisation and scaling to model units (``scaling``).
+"""
 
 from dpm_jax.data.bark import (
     BARK_CLASSES,
@@ -12,40 +16,45 @@ from dpm_jax.data.bark import (
     random_patches,
     split_bark_files,
 )
+from dpm_jax.data.batching import (
+    epoch_permutation,
+    gather_images,
+    steps_per_epoch,
+    train_batch,
+    train_batch_indices,
+    train_batches,
+)
 from dpm_jax.data.dead_leaves import DeadLeavesConfig, sample_radii
 from dpm_jax.data.dead_leaves import generate as generate_dead_leaves
 from dpm_jax.data.dead_leaves import train_test as dead_leaves_train_test
 from dpm_jax.data.heartbeat import Heartbeat
 from dpm_jax.data.images import (
     IMAGE_SHAPES,
+    ArraySource,
     DatasetNotPrepared,
-    ImageScaling,
-    bits_per_dim_8bit,
     check_image_size,
     check_pixels,
-    dequantize,
-    epoch_permutation,
-    fit_scaling,
-    gather_images,
     load_image_source,
+    to_uint8,
+)
+from dpm_jax.data.scaling import (
+    ImageScaling,
+    dequantize,
+    fit_scaling,
     pixel_moments,
     preprocess,
-    steps_per_epoch,
-    train_batch,
-    train_batch_indices,
-    train_batches,
 )
 from dpm_jax.data.swiss_roll import SwissRoll
 
 __all__ = [
     "BARK_CLASSES",
     "IMAGE_SHAPES",
+    "ArraySource",
     "DatasetNotPrepared",
     "DeadLeavesConfig",
     "Heartbeat",
     "ImageScaling",
     "SwissRoll",
-    "bits_per_dim_8bit",
     "check_image_size",
     "check_pixels",
     "dead_leaves_train_test",
@@ -67,6 +76,7 @@ __all__ = [
     "sample_radii",
     "split_bark_files",
     "steps_per_epoch",
+    "to_uint8",
     "train_batch",
     "train_batch_indices",
     "train_batches",

@@ -1,0 +1,211 @@
+"""The image experiments' config: sections, the base config, shared presets and key tables.
+
+``ImageConfig`` has the sections ``data`` (per experiment: :class:`TfdsDataConfig` for
+MNIST and CIFAR-10; dead leaves and bark declare their own, each with ``image_shape()``),
+``diffusion``, ``model``, ``train`` and ``eval``; ``seed`` is top-level. Each section
+validates itself; :class:`ImageConfig` checks what spans sections (image size against the
+network's scales). Experiments subclass it to set their data section and defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from dpm_jax import parameterisation
+from dpm_jax.data import images
+from experiments import config as cfg
+
+NETWORKS = ("reference_code", "paper")
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsDataConfig:
+    """``data`` of MNIST and CIFAR-10: a prepared TFDS dataset (``docs/images.md``)."""
+
+    dataset: str = "mnist"
+    data_dir: str = ""  # "" = TFDS's default ($TFDS_DATA_DIR or ~/tensorflow_datasets)
+
+    def __post_init__(self):
+        cfg.require_choice(self, "data.", "dataset", sorted(images.IMAGE_SHAPES))
+
+    def image_shape(self) -> tuple[int, int, int]:
+        """(height, width, channels) of one image."""
+        return images.IMAGE_SHAPES[self.dataset]
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageDiffusionConfig:
+    """``diffusion``: T (``steps``) and the released code's schedule (``step1_beta``)."""
+
+    steps: int = 1000
+    step1_beta: float = 1e-3
+
+    def __post_init__(self):
+        if self.steps < 2:
+            raise ValueError(f"diffusion.steps (T) must be >= 2, got {self.steps}.")
+        if not 0.0 < self.step1_beta < 1.0:
+            raise ValueError(f"diffusion.step1_beta must lie in (0, 1), got {self.step1_beta}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageModelConfig:
+    """``model``: the multi-scale network of App. D.2 and its readout.
+
+    Sizes follow the released code's names (see ``dpm_jax.models.multiscale``);
+    ``conv_layers = 0`` leaves the dense pathway alone (the paper's MNIST network),
+    ``dense_hidden = 0`` the convolutional one.
+    """
+
+    network: str = "reference_code"
+    readout: str = "reference_code"
+    num_temporal_basis: int = 10
+    conv_features: int = 20
+    conv_layers: int = 4
+    num_scales: int = 1
+    dense_hidden: int = 500
+    dense_output: int = 2
+    dense_layers: int = 0  # 0 = as many as conv_layers (the released code's quirk)
+    upper_hidden: int = 20
+    upper_layers: int = 2
+    compute_dtype: str = "float32"  # "bfloat16": network in bf16; parameters and bound in f32
+
+    def __post_init__(self):
+        cfg.require_choice(self, "model.", "network", NETWORKS)
+        cfg.require_choice(self, "model.", "readout", parameterisation.READOUTS)
+        cfg.require_choice(self, "model.", "compute_dtype", COMPUTE_DTYPES)
+        positive = ("num_scales", "upper_layers", "upper_hidden", "dense_output", "conv_features")
+        cfg.require(self, "model.", positive, 1)
+        cfg.require(self, "model.", ("num_temporal_basis",), 2)
+        cfg.require(self, "model.", ("conv_layers", "dense_hidden", "dense_layers"), 0)
+        if self.conv_layers == 0 and (self.dense_hidden == 0 or self.dense_layers == 0):
+            raise ValueError(
+                "with model.conv_layers=0 the dense pathway is the whole network: set "
+                "model.dense_hidden > 0 and model.dense_layers > 0."
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageTrainConfig(cfg.TrainConfig):
+    """``train``: the released code's RMSProp (decay 0.9), the learning rate multiplied by
+    0.1^(1/1000) every 500 steps down to ``min_learning_rate``; optional warmup and
+    gradient clipping (``dpm_jax.optim``, off by default)."""
+
+    min_learning_rate: float = 1e-4
+
+    def __post_init__(self):
+        super().__post_init__()
+        cfg.require(self, "train.", ("min_learning_rate",), 0, strict=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageEvalConfig(cfg.EvalConfig):
+    """``eval``: the test bound (``num_test = 0``: every test image), figures and Table 2's
+    Parzen-window estimate (``parzen_samples > 0``)."""
+
+    min_num_test = 0
+
+    num_test: int = 0
+    batch_size: int = 200
+    num_samples: int = 36
+    num_posterior_examples: int = 8
+    parzen_samples: int = 0
+    parzen_validation: int = 1_000
+
+    def __post_init__(self):
+        super().__post_init__()
+        sizes = ("num_samples", "num_posterior_examples", "parzen_validation")
+        cfg.require(self, "eval.", sizes, 1)
+        cfg.require(self, "eval.", ("parzen_samples",), 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageConfig:
+    """An image run. ``diffusion.steps`` is the paper's T; ``train.steps`` counts optimiser
+    steps; ``train.ema_decay > 0`` evaluates and samples with an EMA of the parameters."""
+
+    seed: int = 0
+    data: TfdsDataConfig = TfdsDataConfig()
+    diffusion: ImageDiffusionConfig = ImageDiffusionConfig()
+    model: ImageModelConfig = ImageModelConfig()
+    train: ImageTrainConfig = ImageTrainConfig(
+        batch_size=512,
+        learning_rate=1e-3,
+        steps=500_000,
+        checkpoint_every=5_000,
+        log_every=500,
+    )
+    eval: ImageEvalConfig = ImageEvalConfig()
+
+    def image_shape(self) -> tuple[int, int, int]:
+        """(height, width, channels) of one image (the data section's)."""
+        return self.data.image_shape()
+
+    def __post_init__(self):
+        height, width, _ = self.image_shape()
+        try:
+            images.check_image_size(height, width, self.model.num_scales)
+        except ValueError as e:
+            raise ValueError(f"model.num_scales: {e}") from None
+
+
+#: A tiny grey-image configuration for CPU smoke runs (dead leaves, bark ``small`` presets).
+SMALL_GREY = {
+    "diffusion.steps": 20,
+    "model.num_temporal_basis": 4,
+    "model.conv_features": 8,
+    "model.conv_layers": 2,
+    "model.num_scales": 2,
+    "model.upper_hidden": 8,
+    "train.batch_size": 16,
+    "train.steps": 100,
+    "train.checkpoint_every": 50,
+    "train.log_every": 25,
+    "eval.num_samples": 9,
+}
+
+#: Keys a resumed image run may change; experiments add their data keys that may.
+MUTABLE_KEYS = (
+    "model.compute_dtype",  # parameters stay float32: a run may resume in another compute dtype
+    "train.steps",  # the learning-rate schedule depends on the step only
+    "train.max_skipped_in_a_row",
+    "train.steps_per_call",
+    "train.checkpoint_every",
+    "train.log_every",
+    "eval.num_test",
+    "eval.batch_size",
+    "eval.num_samples",
+    "eval.num_posterior_examples",
+    "eval.parzen_samples",
+    "eval.parzen_validation",
+)
+
+
+def legacy_keys(data_keys: dict[str, str | None]) -> dict[str, str | None]:
+    """Every flat key of an image config before sections -> its dotted key: those all image
+    experiments shared, and ``data_keys``, the experiment's data keys (None: dropped)."""
+    shared = {
+        "step1_beta": "diffusion.step1_beta",
+        "network": "model.network",
+        "readout": "model.readout",
+        "num_temporal_basis": "model.num_temporal_basis",
+        "conv_features": "model.conv_features",
+        "conv_layers": "model.conv_layers",
+        "num_scales": "model.num_scales",
+        "dense_hidden": "model.dense_hidden",
+        "dense_output": "model.dense_output",
+        "dense_layers": "model.dense_layers",
+        "upper_hidden": "model.upper_hidden",
+        "upper_layers": "model.upper_layers",
+        "compute_dtype": "model.compute_dtype",
+        "min_learning_rate": "train.min_learning_rate",
+        "num_samples": "eval.num_samples",
+        "num_posterior_examples": "eval.num_posterior_examples",
+        "parzen_samples": "eval.parzen_samples",
+        "parzen_validation": "eval.parzen_validation",
+    }
+    return {**cfg.LEGACY_KEYS, **shared, **data_keys}
+
+
+#: The data keys of MNIST and CIFAR-10 configs before sections.
+TFDS_LEGACY_KEYS = {"dataset": "data.dataset", "data_dir": "data.data_dir"}

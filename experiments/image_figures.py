@@ -1,0 +1,87 @@
+"""The image experiments' figures: the sample grid (App. Fig. 1) and posterior sampling
+(denoising, Fig. 3; inpainting, Fig. 5) on test images, in [0, 1] pixel units."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dpm_jax import conditioning, gaussian, plotting, train_state
+from dpm_jax.data.batching import gather_images
+from dpm_jax.data.scaling import preprocess
+from experiments import image_model
+from experiments.image_config import ImageConfig
+
+
+def sampler(config: ImageConfig, params, count: int):
+    """Jitted ``key -> count`` model samples x^(0) in model units (N, H, W, C)."""
+    sched = image_model.schedule(config)
+    fn = image_model.reverse_fn_from_params(config, params, sched)
+    shape = (count, *config.image_shape())
+    return jax.jit(lambda k: gaussian.sample(sched, fn, k, shape))
+
+
+def sample_grid(config: ImageConfig, params, scaling, key, path: Path, name: str) -> None:
+    """App. Fig. 1: ``eval.num_samples`` samples from the model, in [0, 1] pixel units."""
+    z = sampler(config, params, config.eval.num_samples)(key)
+    if jax.process_index() == 0:  # every process samples (global arrays), one writes
+        plotting.image_grid(path, np.asarray(scaling.invert(z)), title=f"{name} samples")
+
+
+def posterior_figure(
+    config: ImageConfig, params, scaling, test_source, key, path: Path, name: str
+) -> None:
+    """Figs. 3 and 5: denoising at SNR 1 and inpainting of a central square, on test images.
+
+    Rows: holdout images; observed with unit-variance Gaussian noise (SNR 1 on unit-variance
+    data); denoised by the paper's factor method (Fig. 3, approximate); denoised exactly
+    (``conditioning.denoise_exact``); the central square (half the side) hidden; inpainted
+    (Fig. 5). All shown in [0, 1] pixel units.
+    """
+    n = min(config.eval.num_posterior_examples, len(test_source))
+    pixels = gather_images(test_source, np.arange(n))
+    keys = jax.random.split(key, 5)
+    x0 = preprocess(pixels, keys[0], scaling)
+    y = x0 + jax.random.normal(keys[1], x0.shape)
+    sched = image_model.schedule(config)
+    fn = image_model.reverse_fn_from_params(config, params, sched)
+    height, width, _ = config.image_shape()
+    rows, cols = np.arange(height)[:, None], np.arange(width)[None, :]
+    hidden = (np.abs(rows - (height - 1) / 2) < height / 4) & (
+        np.abs(cols - (width - 1) / 2) < width / 4
+    )
+    known = jnp.broadcast_to(jnp.asarray(~hidden)[None, :, :, None], x0.shape)
+    paper = jax.jit(lambda k: conditioning.denoise(sched, fn, k, y, 1.0))(keys[2])
+    exact = jax.jit(lambda k: conditioning.denoise_exact(sched, fn, k, y, 1.0))(keys[3])
+    filled = jax.jit(lambda k: conditioning.inpaint(sched, fn, k, x0, known))(keys[4])
+    show = lambda z: np.asarray(scaling.invert(z))  # noqa: E731
+    if jax.process_index() != 0:  # every process samples (global arrays), one writes
+        return
+    plotting.image_rows(
+        path,
+        [
+            ("holdout", show(x0)),
+            ("observed, SNR 1", show(y)),
+            ("denoised, paper's factor method (Fig. 3)", show(paper)),
+            ("denoised, exact (start at the matched noise level)", show(exact)),
+            ("central square hidden", show(jnp.where(known, x0, scaling.apply(0.5)))),
+            ("inpainted (Fig. 5)", show(filled)),
+        ],
+        title=f"{name}: posterior sampling",
+    )
+
+
+def draw_figures(name: str, config, state, scaling, test_source, keys, workdir: Path) -> list[Path]:
+    """The sample grid (App. Fig. 1) and the posterior figure (Figs. 3, 5) of this checkpoint
+    of experiment ``name``."""
+    step = int(state.step)
+    params = train_state.eval_params(state, config.train.ema_decay)
+    grid = Path(workdir) / "figures" / f"{name}_samples_step{step}.png"
+    sample_grid(config, params, scaling, keys["figure"], grid, name)
+    posterior = Path(workdir) / "figures" / f"{name}_posterior_step{step}.png"
+    key = jax.random.fold_in(keys["figure"], 1)
+    posterior_figure(config, params, scaling, test_source, key, posterior, name)
+    return [grid, posterior]

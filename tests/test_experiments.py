@@ -1,0 +1,140 @@
+"""The declared experiment interface and the command line of dotted config keys."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+
+import pytest
+
+from experiments import all_experiments, common
+from experiments import config as cfg
+from experiments.images import ImageExperiment
+
+NAMES = ("swiss_roll", "binary_heartbeat", "mnist", "cifar10", "dead_leaves", "bark")
+IMAGES = ("mnist", "cifar10", "dead_leaves", "bark")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_experiment_module_declares_an_experiment_object(name):
+    module = importlib.import_module(f"experiments.{name}")
+    experiment = module.experiment
+    assert isinstance(experiment, common.Experiment) and experiment.name == name
+    assert callable(module.main)
+    assert isinstance(experiment.description, str) and experiment.description
+    assert isinstance(experiment.units, str) and "bits" in experiment.units
+    assert isinstance(experiment.paper, dict) and "source" in experiment.paper
+    for method in ("run", "report", "figures", "main", "convert_command"):
+        assert callable(getattr(experiment, method)), method
+    # The config: a frozen dataclass of sections, every preset an instance, defaults first.
+    config_class = experiment.config_class
+    assert dataclasses.is_dataclass(config_class)
+    assert experiment.presets["default"] == config_class()
+    assert all(type(p) is config_class for p in experiment.presets.values())
+    keys = set(cfg.flatten(config_class()))
+    assert {"seed", "diffusion.steps", "train.steps", "eval.num_test"} <= keys
+    assert set(experiment.mutable_keys) <= keys
+    # The conversion table from the flat keys of earlier versions reaches every key once.
+    targets = [v for v in experiment.legacy_keys.values() if v is not None]
+    assert sorted(targets) == sorted(keys)
+    if name in IMAGES:
+        assert isinstance(experiment, ImageExperiment) and callable(experiment.load_split)
+    assert all_experiments()[name] is experiment
+
+
+@pytest.mark.parametrize("name", ["swiss_roll", "binary_heartbeat"])
+def test_figures_where_unsupported_is_a_clear_error(name, tmp_path, capsys):
+    experiment = all_experiments()[name]
+    with pytest.raises(NotImplementedError, match=f"--figures is not available for {name}"):
+        experiment.figures(experiment.config_class(), tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        experiment.main(["--workdir", str(tmp_path), "--figures"])
+    assert exit_info.value.code == 1
+    assert "use --eval_only" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_help_lists_every_dotted_key_with_its_default_and_type(name, capsys):
+    experiment = all_experiments()[name]
+    with pytest.raises(SystemExit) as exit_info:
+        experiment.main(["--help"])
+    assert exit_info.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert experiment.description.split()[0] in out
+    kinds = cfg.leaf_types(experiment.config_class)
+    for key, value in cfg.flatten(experiment.config_class()).items():
+        assert f"--config.{key} {cfg.type_name(kinds[key])} default: {value!r}" in out, key
+
+
+@dataclasses.dataclass(frozen=True)
+class _Model:
+    channel_mult: tuple[int, ...] = (1, 2, 2, 2)
+    dropout: float = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class _Train:
+    steps: int = 10
+    flip: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class _Demo:
+    seed: int = 0
+    model: _Model = _Model()
+    train: _Train = _Train()
+
+
+def _parse(argv):
+    return common.parse_command_line(
+        "demo", _Demo, {"tiny": _Demo(seed=3)}, ["--workdir", "w", *argv]
+    )
+
+
+def test_tuples_and_typed_values_from_the_command_line(capsys):
+    config, args = _parse(["--config.model.channel_mult=1,2,4", "--config.train.flip=yes"])
+    assert config.model.channel_mult == (1, 2, 4) and config.train.flip is True
+    assert config.train.steps == 10 and str(args.workdir) == "w"
+    config, _ = _parse(["--preset", "tiny", "--config.model.channel_mult", "8", "--config.seed=5"])
+    assert config.model.channel_mult == (8,) and config.seed == 5  # overrides on the preset
+    with pytest.raises(SystemExit) as exit_info:
+        _parse(["--config.model.channel_mult=1,x"])
+    assert exit_info.value.code == 2
+    assert "invalid int,... value: '1,x'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _parse(["--config.train.flip=maybe"])
+    assert "expected true or false" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        common.parse_command_line("demo", _Demo, argv=["--help"])
+    assert "--config.model.channel_mult INT,..." in capsys.readouterr().out
+
+
+def test_an_unknown_dotted_key_exits_listing_the_valid_keys(capsys):
+    for argv, unknown in [
+        (["--config.model.chanel_mult=1"], "model.chanel_mult"),
+        (["--config.train.step=5"], "train.step"),  # no abbreviations of train.steps
+        (["--config.steps=5"], "steps"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            _parse(argv)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert f"unknown config key(s) ['{unknown}']" in err, err
+        assert "valid keys: seed, model.channel_mult, model.dropout, train.steps, train.flip" in err
+
+
+def test_the_saved_config_and_results_use_dotted_keys(tmp_path):
+    from dpm_jax import rundir
+    from experiments import swiss_roll as sr
+
+    config = cfg.replace(sr.PRESETS["small"], {"model.num_hidden": 4})
+    as_dict = rundir.config_to_dict(config)
+    assert as_dict == cfg.to_json(config) and as_dict["model.num_hidden"] == 4
+    assert cfg.from_json(sr.Config(), as_dict) == config
+    rundir.save_run_config(tmp_path, "swiss_roll", as_dict)
+    rundir.check_run_compatible(tmp_path, "swiss_roll", as_dict, sr.MUTABLE_KEYS)
+    changed = rundir.config_to_dict(cfg.replace(config, {"eval.num_test": 7, "train.log_every": 3}))
+    rundir.check_run_compatible(tmp_path, "swiss_roll", changed, sr.MUTABLE_KEYS)  # mutable
+    with pytest.raises(RuntimeError, match="train.steps: saved 300 vs requested 301"):
+        other = rundir.config_to_dict(cfg.replace(config, {"train.steps": 301}))
+        rundir.check_run_compatible(tmp_path, "swiss_roll", other, sr.MUTABLE_KEYS)
