@@ -11,6 +11,10 @@ Conventions
   * pi(x) = N(x; 0, I) is the end point of the forward process (Table App.1).
   * Log-likelihoods and the bound K are returned in **bits per example**
     (summed over the event axes); KL terms and entropies in nats.
+
+Size: about 500 lines, over the project's 400: the forward process, the bound's named
+terms and the Gaussian reverse chain all build on one ``Kernel`` type and the same
+schedule lookups, and a quarter of the module is docstrings citing the equations.
 """
 
 from __future__ import annotations
