@@ -1,6 +1,7 @@
 """The reproduction report: built from results files only, missing runs shown as missing."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +61,18 @@ def test_a_second_run_of_the_same_experiment_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         report.main([str(a), str(b), "--output", str(tmp_path / "r.md")])
     assert "second run" in capsys.readouterr().err
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_committed_report_is_regenerated_from_the_committed_runs(tmp_path, monkeypatch):
+    """docs/reproduction.md is exactly what `python -m experiments.report` writes from docs/runs."""
+    monkeypatch.chdir(ROOT)
+    runs = report.documented_runs()
+    assert {r.name for r in runs} >= {"swiss_roll", "binary_heartbeat"}
+    for run in runs:  # the evidence: results and the config of each documented run
+        assert (run / "config.json").exists(), f"{run} has no config.json"
+    out = tmp_path / "reproduction.md"
+    report.main(["--output", str(out)])
+    assert out.read_text() == (ROOT / "docs" / "reproduction.md").read_text()
