@@ -68,14 +68,7 @@ class Config(image_config.ImageConfig):
     """Dead-leaves run: generated data, the convolutional pathway on 3 scales."""
 
     data: DataConfig = DataConfig()
-    model: image_config.ImageModelConfig = image_config.ImageModelConfig(
-        conv_features=32,
-        conv_layers=4,
-        num_scales=3,
-        dense_hidden=0,
-        upper_hidden=32,
-        upper_layers=2,
-    )
+    model: image_config.ImageModelConfig = image_config.GREY_CONV_MODEL
     train: image_config.ImageTrainConfig = dataclasses.replace(
         image_config.ImageConfig().train,
         batch_size=64,

@@ -149,6 +149,17 @@ class ImageConfig:
             raise ValueError(f"model.num_scales: {e}") from None
 
 
+#: The convolutional pathway alone on 3 scales, 32 features: the grey-image experiments'
+#: network (dead leaves, bark).
+GREY_CONV_MODEL = ImageModelConfig(
+    conv_features=32,
+    conv_layers=4,
+    num_scales=3,
+    dense_hidden=0,
+    upper_hidden=32,
+    upper_layers=2,
+)
+
 #: A tiny grey-image configuration for CPU smoke runs (dead leaves, bark ``small`` presets).
 SMALL_GREY = {
     "diffusion.steps": 20,
