@@ -9,7 +9,10 @@ mesh is split over it and the values gathered on every process; otherwise every 
 evaluates the whole batch.
 
 Bounds written for a batch and one key, ``fn(x_batch, key) -> (N,)`` (such as
-``gaussian.bound_exact``), become per-example functions with :func:`per_example_keys`.
+``gaussian.bound_exact``), become per-example functions with :func:`per_example_keys`;
+:func:`averaged_over_draws` averages a per-example function over several independent draws
+of its randomness (the forward samples x^(t) of an exact bound), which shrinks the Monte
+Carlo part of each example's variance and so of the standard error.
 """
 
 from __future__ import annotations
@@ -51,6 +54,27 @@ def per_example_keys(fn: Callable[[Any, chex.PRNGKey], Any]) -> PerExampleFn:
         return jax.vmap(one)(x_batch, keys)
 
     return batched
+
+
+def averaged_over_draws(fn: PerExampleFn, num_draws: int) -> PerExampleFn:
+    """``fn`` averaged over ``num_draws`` independent draws per example (each leaf, (N,)).
+
+    Draw m of example i uses ``fold_in(keys[i], m)``; with one draw this is ``fn`` itself
+    (same keys, same values). The mean of M unbiased estimates of an example's value (e.g.
+    M forward trajectories of Eq. 14's bound) is unbiased with 1/M of their Monte Carlo
+    variance; the draws run one after another (``lax.map``), so memory does not grow with M.
+    """
+    if int(num_draws) != num_draws or num_draws < 1:
+        raise ValueError(f"num_draws must be an integer >= 1, got {num_draws!r}.")
+    if num_draws == 1:
+        return fn
+    fold = jax.vmap(jax.random.fold_in, in_axes=(0, None))
+
+    def averaged(x_batch, keys):
+        draws = jax.lax.map(lambda m: fn(x_batch, fold(keys, m)), jnp.arange(num_draws))
+        return jax.tree.map(lambda d: jnp.mean(d, axis=0), draws)
+
+    return averaged
 
 
 def _take(data: np.ndarray, indices: np.ndarray) -> np.ndarray:

@@ -7,7 +7,8 @@ Eq. 14 of Sohl-Dickstein et al. 2015, written as DDPM's Eq. 5 decomposition (bot
   L_{t-1} = E_q KL(q(x^(t-1) | x^(t), x0) || p(x^(t-1) | x^(t)))  the KL terms, t = 2..T,
   L_0     = -E_q log p(x0 | x^(1))                             the decoder term.
 
-:class:`BoundTerms` holds the three per example in nats; :func:`to_bits` gives K in bits.
+:class:`BoundTerms` holds the three per example in nats; :func:`to_bits` gives K in bits and
+:func:`in_bits` K with each term in bits.
 :func:`sum_over_steps` and :func:`mean_per_step` are the one scan over t = 2..T that every
 exact bound of the project uses (Gaussian and binomial), with one key per t split from the
 caller's key, so two reverse models evaluated with one key see identical forward samples.
@@ -39,6 +40,19 @@ class BoundTerms(NamedTuple):
 def to_bits(terms: BoundTerms) -> jax.Array:
     """K = -(L_T + sum_t L_{t-1} + L_0) in bits per example, shape (N,). Higher is better."""
     return likelihood.nats_to_bits(-(terms.prior + terms.decoder) - terms.kl)
+
+
+#: The names :func:`in_bits` gives the three terms (results.json's ``bound_terms``).
+TERM_NAMES = ("prior_L_T", "kl_sum_t2_to_T", "decoder_L_0")
+
+
+def in_bits(terms: BoundTerms) -> dict[str, jax.Array]:
+    """K and the three terms in bits per example, each (N,): ``{"K", *TERM_NAMES}``.
+
+    The terms are losses (positive is worse) and K = -(their sum); K is :func:`to_bits`'s.
+    """
+    bits = [likelihood.nats_to_bits(v) for v in (terms.prior, terms.kl, terms.decoder)]
+    return {"K": to_bits(terms), **dict(zip(TERM_NAMES, bits, strict=True))}
 
 
 def _steps_and_keys(num_steps: int, key: jax.Array) -> tuple[jax.Array, jax.Array]:

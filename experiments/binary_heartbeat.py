@@ -21,7 +21,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dpm_jax import binomial, evaluation, likelihood, optim, plotting, schedules, train_state
+from dpm_jax import (
+    binomial,
+    evaluation,
+    likelihood,
+    optim,
+    plotting,
+    schedules,
+    terms,
+    train_state,
+)
 from dpm_jax.data import Heartbeat
 from dpm_jax.models import HeartbeatMLP
 from experiments import common
@@ -96,7 +105,7 @@ class Config:
         checkpoint_every=10_000,
         log_every=1_000,
     )
-    eval: EvalConfig = EvalConfig(num_test=2_000, batch_size=1_000)
+    eval: EvalConfig = EvalConfig(num_test=2_000, batch_size=1_000, forward_samples=10)
 
 
 PRESETS = {
@@ -122,6 +131,7 @@ MUTABLE_KEYS = (
     "eval.batch_size",
     "eval.num_figure_samples",
     "eval.num_validity_samples",
+    "eval.forward_samples",
 )
 #: The flat keys of this experiment's config before sections -> dotted keys.
 LEGACY_KEYS = {
@@ -181,11 +191,13 @@ def make_optimizer(config: Config) -> optax.GradientTransformation:
     )
 
 
-def _exact(config: Config, schedule, fn, x, key, desc):
-    """Exact K of every example of ``x`` (bits), example i with the key folded from i."""
+def _exact(config: Config, schedule, fn, x, key, desc) -> dict:
+    """Exact K and its terms for every example of ``x`` (bits, ``terms.in_bits``), example i
+    with keys folded from i, averaged over ``eval.forward_samples`` forward trajectories."""
     bound = evaluation.per_example_keys(
-        lambda x0, k: binomial.bound_exact(schedule, fn, x0, config.diffusion.pi, k)
+        lambda x0, k: terms.in_bits(binomial.bound_terms(schedule, fn, x0, config.diffusion.pi, k))
     )
+    bound = evaluation.averaged_over_draws(bound, config.eval.forward_samples)
     return evaluation.evaluate(bound, x, key, batch_size=config.eval.batch_size, desc=desc)
 
 
@@ -194,7 +206,7 @@ def evaluate(config: Config, params: dict, test_x: np.ndarray, keys: dict) -> di
     data = Heartbeat()
     pi = config.diffusion.pi
     schedule = schedules.binomial_schedule(config.diffusion.steps)
-    k = _exact(
+    values = _exact(
         config,
         schedule,
         reverse_fn_from_params(config, params, schedule),
@@ -202,8 +214,9 @@ def evaluate(config: Config, params: dict, test_x: np.ndarray, keys: dict) -> di
         keys["eval"],
         "exact K",
     )
+    k = values["K"]
     ceiling_fn = binomial.moment_matched_rates(schedule, jnp.asarray(data.sequences()), pi)
-    ceiling = _exact(config, schedule, ceiling_fn, test_x, keys["ceiling"], "ceiling")
+    ceiling = _exact(config, schedule, ceiling_fn, test_x, keys["ceiling"], "ceiling")["K"]
     null = np.asarray(binomial.null_log_likelihood(jnp.asarray(test_x), pi), np.float64)
     k_mean, k_se = likelihood.mean_and_stderr(k)
     c_mean, c_se = likelihood.mean_and_stderr(ceiling)
@@ -212,8 +225,9 @@ def evaluate(config: Config, params: dict, test_x: np.ndarray, keys: dict) -> di
     return {
         "K": k_mean,
         "K_stderr": k_se,
-        "K_kind": "exact: all KL terms t = 2..T summed, one forward sample x^(t) per term and "
-        "example; stderr over test examples",
+        "K_kind": common.exact_kind(config.eval.forward_samples),
+        "forward_samples": config.eval.forward_samples,
+        "bound_terms": common.bound_terms_results(values, UNITS),
         "L_null": float(null.mean()),
         "K_minus_L_null": kn_mean,
         "K_minus_L_null_stderr": kn_se,

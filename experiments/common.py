@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import jax
 import numpy as np
 
-from dpm_jax import rundir, runner, sharding, train_state
+from dpm_jax import likelihood, rundir, runner, sharding, terms, train_state
 from experiments import config as cfg
 
 
@@ -277,6 +277,30 @@ def train_on_generator(
         batch_fn=batch_fn,
     )
     return state, keys
+
+
+def exact_kind(forward_samples: int, draws: str = "forward sample x^(t)") -> str:
+    """results.json's ``K_kind`` of an exact bound: what is summed and what is sampled."""
+    averaged = (
+        ""
+        if forward_samples == 1
+        else f", averaged over {forward_samples} independent trajectories per example"
+    )
+    return (
+        f"exact: all KL terms t = 2..T summed, one {draws} per term and example{averaged}; "
+        "stderr over test examples"
+    )
+
+
+def bound_terms_results(values: dict, unit: str, per: float = 1.0) -> dict:
+    """results.json's ``bound_terms``: the mean and standard error over test examples of each
+    term of K (``dpm_jax.terms.in_bits``, bits per example, divided by ``per``)."""
+    out = {"unit": unit, "meaning": "losses: K = -(prior_L_T + kl_sum_t2_to_T + decoder_L_0)"}
+    for name in terms.TERM_NAMES:
+        out[name], out[f"{name}_stderr"] = likelihood.mean_and_stderr(
+            np.asarray(values[name]) / per
+        )
+    return out
 
 
 def hardware() -> str:

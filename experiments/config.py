@@ -173,17 +173,19 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-    """``eval``: the test set's size and the evaluation batch; experiments subclass it to add
-    figure and ceiling sizes."""
+    """``eval``: the test set's size, the evaluation batch and the forward trajectories per
+    test example whose bounds are averaged (``dpm_jax.evaluation.averaged_over_draws``);
+    experiments subclass it to add figure and ceiling sizes."""
 
     min_num_test: typing.ClassVar[int] = 1
 
     num_test: int = 1_000
     batch_size: int = 1_000
+    forward_samples: int = 1
 
     def __post_init__(self):
         require(self, "eval.", ("num_test",), self.min_num_test)
-        require(self, "eval.", ("batch_size",), 1)
+        require(self, "eval.", ("batch_size", "forward_samples"), 1)
 
 
 def _train_keys() -> dict[str, str]:
@@ -200,6 +202,7 @@ LEGACY_KEYS: dict[str, str | None] = {
     **_train_keys(),
     "num_test": "eval.num_test",
     "eval_batch_size": "eval.batch_size",
+    "forward_samples": "eval.forward_samples",  # added with sections; no flat run has it
 }
 
 

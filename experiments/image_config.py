@@ -189,6 +189,7 @@ MUTABLE_KEYS = (
     "eval.num_posterior_examples",
     "eval.parzen_samples",
     "eval.parzen_validation",
+    "eval.forward_samples",
 )
 
 

@@ -10,15 +10,16 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from dpm_jax import evaluation, gaussian, likelihood
+from dpm_jax import evaluation, gaussian, likelihood, terms
 from dpm_jax.data.batching import gather_images
 from dpm_jax.data.scaling import ImageScaling, preprocess
-from experiments import image_model
+from experiments import common, image_model
 from experiments.image_config import ImageConfig
 
 
 def exact_bound_fn(config: ImageConfig, params, scaling: ImageScaling):
-    """Jitted ``(uint8 batch, key) -> (K bits per example, log2 N(z; 0, I) per example)``.
+    """Jitted ``(uint8 batch, key) -> ({"K", *terms.TERM_NAMES}, log2 N(z; 0, I))``, bits
+    per example.
 
     The key draws the dequantisation noise and every forward sample x^(t).
     """
@@ -29,7 +30,8 @@ def exact_bound_fn(config: ImageConfig, params, scaling: ImageScaling):
     def bound(pixels, key):
         key_u, key_k = jax.random.split(key)
         z = preprocess(pixels, key_u, scaling)
-        return gaussian.bound_exact(sched, fn, z, key_k), likelihood.gaussian_null_log_likelihood(z)
+        bound = terms.in_bits(gaussian.bound_terms(sched, fn, z, key_k))
+        return bound, likelihood.gaussian_null_log_likelihood(z)
 
     return bound
 
@@ -43,14 +45,18 @@ def evaluate(config: ImageConfig, params, scaling, test_source, key) -> dict:
     num_test = config.eval.num_test
     limit = len(test_source) if num_test == 0 else min(num_test, len(test_source))
     source = test_source if limit == len(test_source) else _Prefix(test_source, limit)
-    k, null = evaluation.evaluate(
-        evaluation.per_example_keys(exact_bound_fn(config, params, scaling)),
+    samples = config.eval.forward_samples
+    values, null = evaluation.evaluate(
+        evaluation.averaged_over_draws(
+            evaluation.per_example_keys(exact_bound_fn(config, params, scaling)), samples
+        ),
         source,
         key,
         batch_size=config.eval.batch_size,
         gather=gather_images,
         desc="exact K",
     )
+    k = values["K"]
     if not np.all(np.isfinite(k)):
         raise FloatingPointError(
             f"{np.sum(~np.isfinite(k))} test examples have a non-finite bound; the checkpoint "
@@ -64,8 +70,11 @@ def evaluate(config: ImageConfig, params, scaling, test_source, key) -> dict:
     return {
         "K": k_pix,
         "K_stderr": k_pix_se,
-        "K_kind": "exact: all KL terms t = 2..T summed, one forward sample and one "
-        "dequantisation per term and example; stderr over test examples",
+        "K_kind": common.exact_kind(samples, "dequantisation and forward sample x^(t)"),
+        "forward_samples": samples,
+        "bound_terms": common.bound_terms_results(
+            values, "bits per pixel (the paper's unit, colours summed)", per=pixels
+        ),
         "L_null": float(np.mean(null / pixels)),
         "K_minus_L_null": kn,
         "K_minus_L_null_stderr": kn_se,

@@ -100,7 +100,8 @@ class Config:
         checkpoint_every=50_000,
         log_every=5_000,
     )
-    eval: EvalConfig = EvalConfig(num_test=10_000, batch_size=10_000)
+    # Ten forward trajectories per test point: one leaves K's standard error mostly Monte Carlo.
+    eval: EvalConfig = EvalConfig(num_test=10_000, batch_size=10_000, forward_samples=10)
 
 
 PRESETS = {
@@ -131,6 +132,7 @@ MUTABLE_KEYS = (
     "eval.num_figure_samples",
     "eval.ceiling_examples",
     "eval.ceiling_reference_size",
+    "eval.forward_samples",
 )
 #: The flat keys of this experiment's config before sections -> dotted keys.
 LEGACY_KEYS = {

@@ -292,3 +292,35 @@ def test_kl_per_step_uses_the_same_forward_samples_as_the_exact_bound():
         jnp.mean(-(g.prior_term(sch, x0) + g.continuous_decoder_term(sch, x0))) - jnp.sum(per_step)
     )
     np.testing.assert_allclose(jnp.mean(k), from_steps, rtol=1e-5)
+
+
+def test_terms_in_bits_sum_to_k_and_many_forward_samples_reach_its_expectation():
+    """``terms.in_bits``: K is bound_exact's, minus the sum of the terms; averaged over 4,000
+    forward trajectories per example (the evaluator's ``forward_samples``), each example's K
+    meets its expectation over x^(t) (Gauss-Hermite quadrature) for a wrong reverse kernel."""
+    from dpm_jax import evaluation, terms
+
+    sch = schedules.reference_code_schedule(T)
+    exact = true_reverse_kernel(sch)
+
+    def wide(x_t, t):  # the true mean with 1.5 times the true variance: K below the truth
+        k = exact(x_t, t)
+        return g.Kernel(k.mean, 1.5 * k.var)
+
+    x0 = jnp.asarray([[0.3, -1.2], [2.0, 0.5], [-0.7, 0.0]], jnp.float32)
+    key = jax.random.PRNGKey(9)
+    bits = terms.in_bits(g.bound_terms(sch, wide, x0, key))
+    np.testing.assert_array_equal(bits["K"], g.bound_exact(sch, wide, x0, key))
+    total = sum(bits[name] for name in terms.TERM_NAMES)
+    np.testing.assert_allclose(-total, bits["K"], rtol=1e-5, atol=1e-5)
+
+    fn = evaluation.averaged_over_draws(
+        evaluation.per_example_keys(lambda x, k: terms.in_bits(g.bound_terms(sch, wide, x, k))),
+        4_000,
+    )
+    k_avg = np.asarray(jax.jit(fn)(x0, evaluation.example_keys(key, jnp.arange(3)))["K"])
+    want = np.asarray(expected_bound_bits(sch, wide, x0))
+    assert np.all(want < np.asarray(likelihood.gaussian_null_log_likelihood(x0)))  # wrong kernel
+    # One draw's K has a spread of 0.7-0.85 bits here, so the mean of 4,000 is within 0.013
+    # (one standard error) of its expectation: 0.06 is about 5 standard errors.
+    np.testing.assert_allclose(k_avg, want, atol=0.06)

@@ -256,7 +256,7 @@ def _swiss_roll_k(batch_size: int, num_examples: int = 37) -> np.ndarray:
     params = sr.init_params(config, keys["init"])
     x = np.asarray(sr._data(config).sample(keys["test_data"], num_examples))
     fn = evaluation.per_example_keys(sr.exact_bound_fn(config, params))
-    return evaluation.evaluate(fn, x, keys["eval"], batch_size=batch_size)
+    return evaluation.evaluate(fn, x, keys["eval"], batch_size=batch_size)["K"]
 
 
 def test_exact_bound_does_not_depend_on_the_evaluation_batch_size():
@@ -274,3 +274,60 @@ def test_evaluate_returns_every_output_of_a_tuple_function():
     np.testing.assert_array_equal(b, data[:, 1] * 2)
     with pytest.raises(ValueError, match="empty"):
         evaluation.evaluate(fn, data[:0], KEY, batch_size=3)
+
+
+def test_averaging_over_draws_is_the_mean_of_draws_with_folded_keys():
+    noisy = evaluation.per_example_keys(
+        lambda x, key: {"a": x[:, 0] + jax.random.normal(key, (x.shape[0],)), "b": x[:, 1]}
+    )
+    x = jnp.arange(8.0).reshape(4, 2)
+    keys = evaluation.example_keys(KEY, jnp.arange(4))
+    assert evaluation.averaged_over_draws(noisy, 1) is noisy  # one draw: the same values
+    out = evaluation.averaged_over_draws(noisy, 5)(x, keys)
+    draws = [noisy(x, jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, m)) for m in range(5)]
+    np.testing.assert_allclose(out["a"], np.mean([d["a"] for d in draws], axis=0), rtol=1e-6)
+    np.testing.assert_array_equal(out["b"], x[:, 1])
+    for bad in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="num_draws"):
+            evaluation.averaged_over_draws(noisy, bad)
+
+
+def test_more_forward_samples_shrink_the_monte_carlo_variance_of_k():
+    """Per-example K over M forward trajectories: its spread over examples' draws falls as 1/M.
+
+    One test point evaluated as 400 "examples" (different keys): the variance of K between
+    them is the Monte Carlo variance alone, which M = 8 divides by 8 (within sampling error).
+    """
+    config = sr.PRESETS["small"]
+    keys = common.experiment_keys(config.seed)
+    params = sr.init_params(config, keys["init"])
+    fn = evaluation.per_example_keys(sr.exact_bound_fn(config, params))
+    x = np.repeat(np.asarray(sr._data(config).sample(keys["test_data"], 1)), 400, axis=0)
+    var = {
+        m: np.var(
+            evaluation.evaluate(
+                evaluation.averaged_over_draws(fn, m), x, keys["eval"], batch_size=400
+            )["K"]
+        )
+        for m in (1, 8)
+    }
+    # The ratio of two variances of 400 draws: 8 within a factor of about 1.5 (5 sigma).
+    assert 8 / 1.5 < var[1] / var[8] < 8 * 1.5, var
+
+
+def test_swiss_roll_results_carry_the_terms_of_k_and_the_forward_samples(tmp_path):
+    config = cfg.replace(
+        sr.PRESETS["small"],
+        {"train.steps": 20, "train.checkpoint_every": 10, "eval.num_test": 50,
+         "eval.forward_samples": 3, "eval.ceiling_examples": 20,
+         "eval.ceiling_reference_size": 200, "eval.num_figure_samples": 50},
+    )  # fmt: skip
+    r = json.loads(json.dumps(sr.run(config, tmp_path)))
+    terms = r["bound_terms"]
+    assert r["forward_samples"] == 3 and "averaged over 3 independent" in r["K_kind"]
+    total = terms["prior_L_T"] + terms["kl_sum_t2_to_T"] + terms["decoder_L_0"]
+    np.testing.assert_allclose(-total, r["K"], rtol=1e-5, atol=1e-5)
+    assert terms["prior_L_T"] >= 0 and terms["kl_sum_t2_to_T"] >= 0  # KLs
+    assert terms["unit"] == sr.UNITS and all(
+        terms[f"{n}_stderr"] >= 0 for n in ("prior_L_T", "kl_sum_t2_to_T", "decoder_L_0")
+    )

@@ -101,8 +101,8 @@ EIGHT_DEVICES = textwrap.dedent(
 
     bound = image_eval.exact_bound_fn(config, s1.params, scaling)
     key = jax.random.key(4)
-    k1, null1 = bound(jnp.asarray(pixels[0]), key)
-    k8, null8 = bound(sharding.shard_batch(pixels[0], mesh), key)
+    (k1, null1), (k8, null8) = bound(jnp.asarray(pixels[0]), key), bound(sharding.shard_batch(pixels[0], mesh), key)
+    k1, k8 = k1["K"], k8["K"]
     out["bound"] = {
         "k1": np.asarray(k1).tolist(), "k8": np.asarray(k8).tolist(),
         "null1": np.asarray(null1).tolist(), "null8": np.asarray(null8).tolist(),
@@ -135,7 +135,7 @@ EIGHT_DEVICES = textwrap.dedent(
     )
     toy_x = np.asarray(swiss_roll._data(toy).sample(toy_keys["test_data"], 37))
     out["toy_k"] = {
-        str(b): evaluation.evaluate(toy_fn, toy_x, toy_keys["eval"], batch_size=b).tolist()
+        str(b): evaluation.evaluate(toy_fn, toy_x, toy_keys["eval"], batch_size=b)["K"].tolist()
         for b in (7, 16)  # 16 splits over the 8 devices, 7 does not
     }
     print("RESULT " + json.dumps(out))
@@ -186,7 +186,7 @@ def test_evaluated_bound_is_the_same_on_1_and_8_devices_and_any_batch_size(eight
         swiss_roll.exact_bound_fn(toy, swiss_roll.init_params(toy, keys["init"]))
     )
     x = np.asarray(swiss_roll._data(toy).sample(keys["test_data"], 37))
-    one_device = evaluation.evaluate(fn, x, keys["eval"], batch_size=16)
+    one_device = evaluation.evaluate(fn, x, keys["eval"], batch_size=16)["K"]
     assert one_device.shape == (37,) and np.all(np.isfinite(one_device))
     for batch_size, k in eight_devices["toy_k"].items():
         np.testing.assert_allclose(k, one_device, rtol=1e-6, atol=1e-6, err_msg=batch_size)
