@@ -152,7 +152,9 @@ def test_small_chunks_equal_large_chunks():
     big = parzen._log_likelihoods(samples, data, sigmas, "data", 10_000, 10_000, "float32")
     for sc, dc in [(7, 13), (64, 1), (300, 256)]:
         small = parzen._log_likelihoods(samples, data, sigmas, "data", sc, dc, "float32")
-        np.testing.assert_allclose(np.asarray(small), np.asarray(big), rtol=2e-6)
+        # float32 log-sum-exp in another order: ~1e-6 relative (CI once saw 2.2e-6), far
+        # below any bandwidth's effect.
+        np.testing.assert_allclose(np.asarray(small), np.asarray(big), rtol=1e-5)
 
 
 def _all_var_sizes(jaxpr):
