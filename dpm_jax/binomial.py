@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dpm_jax import chain, likelihood, terms
+from dpm_jax import chain, likelihood, terms, validation
 from dpm_jax.schedules import Schedule, alpha_bar, beta
 from dpm_jax.shapes import event_sum, per_example, sample_timesteps, t_array
 from dpm_jax.validation import check_batch, is_concrete
@@ -175,8 +175,14 @@ def bound_terms(
     """L_T, sum_{t=2..T} L_{t-1} and L_0 per example (nats); one x^(t) per t and example."""
     check_binary(x0)
     check_rate(pi)
+    validation.check_reverse_fn_steps(schedule, reverse_fn)
+    x0 = validation.at_least_float32(x0)
     kl = terms.sum_over_steps(
-        _kl_fn(schedule, reverse_fn, x0, pi), schedule.num_steps, key, x0.shape[0], x0.dtype
+        _kl_fn(schedule, _guarded(reverse_fn), x0, pi),
+        schedule.num_steps,
+        key,
+        x0.shape[0],
+        x0.dtype,
     )
     return terms.BoundTerms(
         prior=prior_term(schedule, x0, pi), kl=kl, decoder=decoder_term(schedule, x0, pi)
@@ -190,7 +196,11 @@ def bound_exact(
 
     One forward sample x^(t) ~ q(x^(t) | x0) per t and example; the sum over t is exact.
     """
-    return terms.to_bits(bound_terms(schedule, reverse_fn, x0, pi, key))
+    k = terms.to_bits(bound_terms(schedule, reverse_fn, x0, pi, key))
+    validation.check_finite_result(
+        k, "the bound K", "Check that reverse_fn returns rates in [0, 1] and was built for this T."
+    )
+    return k
 
 
 def kl_per_step(
@@ -257,7 +267,19 @@ def moment_matched_rates(schedule: Schedule, reference_x0: jax.Array, pi: float)
         )(ref)  # (M, N, D)
         return jnp.einsum("mn,mnd->nd", w, post)
 
+    reverse_fn.num_steps = schedule.num_steps  # checked against the schedule it is used with
     return reverse_fn
+
+
+def _guarded(reverse_fn: RateFn) -> RateFn:
+    """``reverse_fn`` with rates outside [0, 1] (or NaN) turned into NaN, so an invalid
+    reverse model gives a non-finite bound, never a plausible one."""
+
+    def guarded(x_t, t):
+        rate = reverse_fn(x_t, t)
+        return jnp.where((rate >= 0) & (rate <= 1), rate, jnp.nan)
+
+    return guarded
 
 
 # ----------------------------------------------------------------------------------------------
@@ -295,6 +317,18 @@ def sample(
     trajectory of shape (T + 1, *shape) indexed by t).
     """
     check_rate(pi)
+    validation.check_reverse_fn_steps(schedule, reverse_fn)
+    if known_mask is not None:
+        if known is None:
+            raise ValueError("known_mask needs known, the bits to clamp where it is true.")
+        chex.assert_equal_shape([jnp.asarray(known), jnp.asarray(known_mask)])
+        if is_concrete(known) and is_concrete(known_mask):
+            under_mask = np.asarray(known)[np.asarray(known_mask, bool)]
+            if not np.all((under_mask == 0) | (under_mask == 1)):
+                raise ValueError(
+                    "known must be binary (0 or 1) wherever known_mask is true; got values in "
+                    f"[{under_mask.min()}, {under_mask.max()}]. Threshold it first."
+                )
 
     def condition(rate):
         if factor_rate is not None:

@@ -27,7 +27,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from dpm_jax import chain, discretized, likelihood, terms
+from dpm_jax import chain, discretized, likelihood, terms, validation
 from dpm_jax.schedules import Schedule, alpha_bar, beta
 from dpm_jax.shapes import event_size, event_sum, per_example, sample_timesteps, t_array
 from dpm_jax.validation import check_batch, warn_if_not_unit_variance
@@ -58,6 +58,7 @@ def q_sample(schedule: Schedule, x0: jax.Array, t: jax.Array, noise: jax.Array) 
       x0: (N, ...) data. t: (N,) ints in 0..T. noise: standard normal, shape of x0.
     """
     chex.assert_equal_shape([x0, noise])
+    validation.check_timesteps(t, schedule.num_steps)
     ab = per_example(alpha_bar(schedule, t_array(t, x0.shape[0])), x0)
     return jnp.sqrt(ab) * x0 + jnp.sqrt(1.0 - ab) * noise
 
@@ -140,11 +141,28 @@ def moment_matched_kernel(schedule: Schedule, reference_x0: jax.Array) -> Revers
         )
         return Kernel(mean=mean, var=var)
 
+    reverse_fn.num_steps = schedule.num_steps  # checked against the schedule it is used with
     return reverse_fn
 
 
 # ----------------------------------------------------------------------------------------------
 # KL, entropies and the bound K.
+
+_NOT_FINITE_HINT = (
+    "Check that reverse_fn returns finite means and variances > 0 and that it was built for "
+    "this schedule's T."
+)
+
+
+def _guarded(reverse_fn: ReverseFn) -> ReverseFn:
+    """``reverse_fn`` with variances <= 0 (or NaN) turned into NaN, so an invalid kernel gives
+    a non-finite bound, never a plausible or infinite one."""
+
+    def guarded(x_t, t):
+        kernel = reverse_fn(x_t, t)
+        return Kernel(kernel.mean, jnp.where(kernel.var > 0, kernel.var, jnp.nan))
+
+    return guarded
 
 
 def gaussian_kl(p: Kernel, q: Kernel) -> jax.Array:
@@ -303,6 +321,9 @@ def bound_terms(
     check_batch(x0)
     if bins is None:
         warn_if_not_unit_variance(x0)
+    validation.check_reverse_fn_steps(schedule, reverse_fn)
+    x0 = validation.at_least_float32(x0)
+    reverse_fn = _guarded(reverse_fn)
     num_steps = schedule.num_steps
     kl = terms.sum_over_steps(
         _kl_fn(schedule, reverse_fn, x0), num_steps, key, x0.shape[0], x0.dtype
@@ -328,7 +349,9 @@ def bound_exact(
       K in bits per example, shape (N,). It is a lower bound on log2 p(x0) (a density for the
       continuous decoder, a probability of the bins for the discretised one).
     """
-    return terms.to_bits(bound_terms(schedule, reverse_fn, x0, key, bins=bins))
+    k = terms.to_bits(bound_terms(schedule, reverse_fn, x0, key, bins=bins))
+    validation.check_finite_result(k, "the bound K", _NOT_FINITE_HINT)
+    return k
 
 
 def kl_per_step(
@@ -365,6 +388,8 @@ def bound_estimate(
     check_batch(x0)
     if bins is None:
         warn_if_not_unit_variance(x0)
+    validation.check_reverse_fn_steps(schedule, reverse_fn)
+    x0 = validation.at_least_float32(x0)
     num_steps = schedule.num_steps
     key_t, key_noise = jax.random.split(key)
     t = sample_timesteps(key_t, x0.shape[0], num_steps, stratified)
@@ -449,6 +474,7 @@ def sample_chain(
     """
     if final not in FINAL_STEPS:
         raise ValueError(f"final must be one of {FINAL_STEPS}, got {final!r}.")
+    validation.check_reverse_fn_steps(schedule, reverse_fn)
 
     def draw(kernel: Kernel, s, k, like: jax.Array, noiseless: bool = False) -> jax.Array:
         kernel = transform(kernel, s)
@@ -502,7 +528,7 @@ def sample(
     Returns:
       x^(0) of shape ``shape``, or (x^(0), trajectory).
     """
-    return sample_chain(
+    out = sample_chain(
         schedule,
         reverse_fn,
         key,
@@ -510,3 +536,5 @@ def sample(
         final=final,
         return_trajectory=return_trajectory,
     )
+    validation.check_finite_result(out, "the samples", _NOT_FINITE_HINT)
+    return out

@@ -235,6 +235,7 @@ def make_reverse_fn(
         t_model = t if timestep_map is None else jnp.asarray(timestep_map)[t - 1]
         return kernel(param, schedule, x_t, t, model_fn(x_t, t_model))
 
+    reverse_fn.num_steps = schedule.num_steps  # checked against the schedule it is used with
     return reverse_fn
 
 

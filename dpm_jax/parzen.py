@@ -88,28 +88,33 @@ def _parzen_core(samples, data, sigmas, *, sample_chunk, data_chunk):
     sigmas = sigmas.astype(dtype)
     inv_two_var = 0.5 / jnp.square(sigmas)  # (K,)
     k = sigmas.shape[0]
-    neg_inf = jnp.asarray(-jnp.inf, dtype)
 
     def one_data_chunk(xc):  # (data_chunk, dim) -> (K, data_chunk)
         x_sq = jnp.sum(xc * xc, axis=-1)  # (data_chunk,)
 
+        # Online log-sum-exp over sample blocks, kept in squared-distance units: the running
+        # minimum d2 (shared by every sigma) and, per sigma, sum_m exp(-(d2_m - min) / 2s^2).
+        # Differences are taken on d2 before scaling, so the largest term is exactly 1 and
+        # the sum never over- or underflows to a wrong value (scaling first and subtracting
+        # the maximum logit lost everything to cancellation at tiny sigmas: +inf).
         def step(carry, block):
-            run_max, run_sum = carry  # (K, data_chunk) each
+            run_min, run_sum = carry  # (data_chunk,), (K, data_chunk)
             sc, sc_sq, valid = block
             cross = jnp.dot(xc, sc.T, precision=jax.lax.Precision.HIGHEST)
             d2 = jnp.maximum(x_sq[:, None] + sc_sq[None, :] - 2.0 * cross, 0.0)
-            logits = -d2[None, :, :] * inv_two_var[:, None, None]  # (K, dc, sc)
-            logits = jnp.where(valid[None, None, :], logits, neg_inf)
-            new_max = jnp.maximum(run_max, jnp.max(logits, axis=-1))
-            shift = jnp.where(jnp.isfinite(new_max), new_max, 0.0)
-            run_sum = run_sum * jnp.exp(run_max - shift) + jnp.sum(
-                jnp.exp(logits - shift[..., None]), axis=-1
+            d2 = jnp.where(valid[None, :], d2, jnp.inf)  # (dc, sc)
+            new_min = jnp.minimum(run_min, jnp.min(d2, axis=-1))
+            # exp(-(old min - new min) / 2s^2): 0 on the first block (old min = +inf).
+            decay = jnp.where(jnp.isfinite(run_min), run_min - new_min, jnp.inf)
+            gap = d2 - new_min[:, None]  # >= 0; +inf for padding
+            run_sum = run_sum * jnp.exp(-decay[None, :] * inv_two_var[:, None]) + jnp.sum(
+                jnp.exp(-gap[None, :, :] * inv_two_var[:, None, None]), axis=-1
             )
-            return (new_max, run_sum), None
+            return (new_min, run_sum), None
 
-        init = (jnp.full((k, data_chunk), neg_inf, dtype), jnp.zeros((k, data_chunk), dtype))
-        (run_max, run_sum), _ = jax.lax.scan(step, init, (s, s_sq, s_valid))
-        return run_max + jnp.log(run_sum)
+        init = (jnp.full((data_chunk,), jnp.inf, dtype), jnp.zeros((k, data_chunk), dtype))
+        (run_min, run_sum), _ = jax.lax.scan(step, init, (s, s_sq, s_valid))
+        return -run_min[None, :] * inv_two_var[:, None] + jnp.log(run_sum)
 
     lse = jax.lax.map(one_data_chunk, x)  # (n_d, K, data_chunk)
     lse = jnp.moveaxis(lse, 1, 0).reshape(k, n_d * data_chunk)[:, :n_total]
@@ -237,12 +242,14 @@ def select_sigma(
         samples, validation, sigmas, "validation", sample_chunk, data_chunk, dtype
     )
     means = np.asarray(ll, dtype=np.float64).mean(axis=1)
+    if np.any(np.isnan(means) | (means == np.inf)):  # a log-density is never +inf here
+        raise FloatingPointError(f"Parzen log-likelihoods came out NaN or +inf: {means}.")
     if not np.any(np.isfinite(means)):
         raise FloatingPointError(
             "the validation log-likelihood is not finite for any sigma (every sigma too small "
             "for the distances in this data?); widen the sigma grid."
         )
-    best = int(np.nanargmax(np.where(np.isnan(means), -np.inf, means)))
+    best = int(np.argmax(means))
     return float(np.asarray(sigmas, dtype=np.float64)[best]), means
 
 

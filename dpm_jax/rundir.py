@@ -3,30 +3,75 @@
 A workdir holds ``config.json`` (experiment name and config), ``metrics.jsonl`` (one JSON
 line per logged step), ``checkpoints/`` (``dpm_jax.checkpoints``) and the experiment's
 results and figures. Nothing here knows which experiment it serves.
+
+A directory that holds files but no ``config.json`` is not a run directory and is never
+taken over; a training holds ``workdir/.lock`` (``fcntl.flock``, released by the kernel
+when the process dies, so a killed run never leaves a stale lock) so that two trainings
+cannot write one workdir. ``--eval_only`` writes under ``workdir/evaluations/`` instead
+of over the training's results. JSON files hold no bare NaN (``null`` with the reason)
+and are created with the user's umask.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
+import fcntl
 import json
+import math
 import os
 import tempfile
+import time
 from pathlib import Path
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
+LOCK_FILE = ".lock"
+EVALUATIONS_DIR = "evaluations"
+#: Files an experiment may write before ``config.json`` (the image scaling, the lock).
+BEFORE_CONFIG = {"scaling.json", LOCK_FILE}
+
+
+def _json_safe(obj):
+    """``obj`` with every non-finite float replaced by None and ``<key>_not_finite`` saying
+    which ("nan", "inf" or "-inf"): strict JSON, which most readers require."""
+    if isinstance(obj, dict):
+        out = {}
+        for key, value in obj.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                out[key], out[f"{key}_not_finite"] = None, repr(value)
+            else:
+                out[key] = _json_safe(value)
+        return out
+    if isinstance(obj, list | tuple):
+        return [
+            None if isinstance(v, float) and not math.isfinite(v) else _json_safe(v) for v in obj
+        ]
+    return obj
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    """Writes JSON to a temporary file in the same folder, then renames it over ``path``."""
+    """Writes JSON to a temporary file in the same folder, then renames it over ``path``.
+
+    Non-finite floats become ``null`` (see :func:`_json_safe`); the file gets the mode an
+    ordinary ``open`` would give it (0666 less the umask), not mkstemp's 0600.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(_json_safe(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.write("\n")
+            f.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -81,11 +126,21 @@ def check_run_compatible(
     Raises before anything in the workdir is touched.
     """
     path = Path(workdir) / CONFIG_FILE
+    if Path(workdir).exists() and not Path(workdir).is_dir():
+        raise ValueError(f"--workdir {workdir} is a file, not a directory; pass a directory.")
     if not path.exists():
         if (Path(workdir) / CHECKPOINT_DIR).exists():
             raise RuntimeError(
                 f"{workdir} holds checkpoints but no {CONFIG_FILE}; it was not written by this "
                 "library or was damaged. Use a new --workdir."
+            )
+        foreign = sorted(p.name for p in Path(workdir).glob("*") if p.name not in BEFORE_CONFIG)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+            raise RuntimeError(
+                f"{workdir} already holds files ({shown}) but no {CONFIG_FILE}, so it is not a "
+                "run directory of this library; a run there would replace them. Use a new or "
+                "empty --workdir (nothing in this one was changed)."
             )
         return
     try:
@@ -147,3 +202,66 @@ def append_metrics(path: Path, step: int, values: dict) -> None:
     """Appends one ``{"step": step, **values}`` line to the metrics log."""
     with Path(path).open("a") as f:
         f.write(json.dumps({"step": step, **values}) + "\n")
+
+
+def prepare_workdir(workdir: Path) -> Path:
+    """Creates ``workdir`` (and its parents); a clear error when it cannot be written."""
+    workdir = Path(workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise ValueError(f"--workdir {workdir} is a file, not a directory; pass a directory.")
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=workdir, prefix=".write-test")
+        probe.close()
+    except OSError as e:
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        raise RuntimeError(
+            f"cannot write to --workdir {workdir} ({reason}"
+            f"{': a read-only file system' if e.errno == errno.EROFS else ''}); choose a "
+            "directory you can write to."
+        ) from None
+    return workdir
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: Path):
+    """Holds ``workdir/.lock`` for a training; RuntimeError if another process holds it.
+
+    The lock is an ``fcntl.flock`` on the open file, so it ends with the process however
+    it ends (SIGKILL included) and never goes stale.
+    """
+    path = Path(workdir) / LOCK_FILE
+    with path.open("a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise RuntimeError(
+                f"another process ({holder}) is training in {workdir}; wait for it to finish "
+                "or use another --workdir. Two runs in one workdir would mix their metrics "
+                "and checkpoints."
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def evaluation_dir(workdir: Path) -> Path:
+    """A new ``workdir/evaluations/<UTC time>`` for an ``--eval_only`` run's results and
+    figures, so they never replace the training's."""
+    root = Path(workdir) / EVALUATIONS_DIR
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    for n in range(1000):
+        path = root / (stamp if n == 0 else f"{stamp}-{n}")
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a new directory under {root}.")

@@ -3,8 +3,10 @@
   * Data parallel over a device mesh (one device, many, or many processes): the state is
     replicated, each call's batch is placed on the mesh from this process's rows.
   * Resumes from the workdir's latest orbax checkpoint; logs metrics (JSON lines) every
-    ``log_every`` steps; checkpoints every ``checkpoint_every`` steps; a SIGTERM saves a
-    final checkpoint and stops cleanly (:class:`TrainingInterrupted`).
+    ``log_every`` steps; checkpoints every ``checkpoint_every`` steps; a SIGTERM or a
+    first Ctrl-C (SIGINT) saves a final checkpoint and stops cleanly
+    (:class:`TrainingInterrupted`); a second Ctrl-C stops at once. One training per
+    workdir at a time (``rundir.workdir_lock``).
   * ``steps_per_call`` steps per compiled call (a ``lax.scan``), split at log,
     checkpoint and end steps; the next call's batches load in a background thread.
   * Non-finite steps are skipped inside the step (``dpm_jax.train_state``); too many in
@@ -33,21 +35,43 @@ from dpm_jax.train_state import LossFn, TrainState, make_multi_step, make_train_
 
 
 class TrainingInterrupted(RuntimeError):
-    """Training stopped on SIGTERM after saving a checkpoint; rerun the command to resume."""
+    """Training stopped on SIGTERM or SIGINT after saving a checkpoint; rerun to resume.
+
+    ``exit_code`` is what the command should exit with: 128 + the signal's number (143 for
+    SIGTERM, what schedulers expect; 130 for Ctrl-C, what shells expect).
+    """
+
+    def __init__(self, message: str, signum: int = signal.SIGTERM):
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
+
+
+#: The signals that stop a training after a checkpoint (SIGINT: Ctrl-C).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 @contextlib.contextmanager
-def _sigterm_flag():
-    """Yields a list that becomes non-empty when SIGTERM arrives (main thread only)."""
+def _stop_flag():
+    """Yields a list that receives SIGTERM or SIGINT when they arrive (main thread only).
+
+    A second SIGINT raises KeyboardInterrupt at once, as Ctrl-C twice should.
+    """
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield received
         return
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+
+    def handler(signum, frame):
+        if signum == signal.SIGINT and signal.SIGINT in received:
+            raise KeyboardInterrupt
+        received.append(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
         yield received
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _call_size(step: int, steps_per_call: int, boundaries: tuple[int, ...], num_steps: int) -> int:
@@ -105,7 +129,7 @@ def fit(
     step falls inside them. Metrics are fetched from the device every ``log_every`` steps
     only; there the run stops (FloatingPointError) if the last ``max_skipped_in_a_row``
     or more steps were all skipped for non-finite values. On SIGTERM the current step is
-    checkpointed and :class:`TrainingInterrupted` is raised.
+    checkpointed and :class:`TrainingInterrupted` is raised; so on the first SIGINT.
     """
     _check_fit_args(num_steps, checkpoint_every, log_every, max_skipped_in_a_row, steps_per_call)
     workdir = Path(workdir)
@@ -132,7 +156,7 @@ def fit(
         return _call_size(step, steps_per_call, (log_every, checkpoint_every), num_steps)
 
     with (
-        _sigterm_flag() as sigterm,
+        _stop_flag() as signals,
         concurrent.futures.ThreadPoolExecutor(max_workers=1) as prefetcher,
         tqdm(total=num_steps, initial=start, desc=desc, dynamic_ncols=True, mininterval=1.0) as bar,
     ):
@@ -150,16 +174,18 @@ def fit(
                 count = next_count
             if done % log_every == 0 or done == num_steps:
                 _log(metrics_path, done, metrics, bar, max_skipped_in_a_row, manager)
-            stop = bool(sigterm)  # read once: the signal may arrive between two reads
+            stop = list(signals)  # read once: a signal may arrive between two reads
             if done % checkpoint_every == 0 or done == num_steps or stop:
                 checkpoints.save(manager, done, state)
             bar.update(done - bar.n)
             if stop and done < num_steps:
                 manager.wait_until_finished()
                 manager.close()
+                name = signal.Signals(stop[0]).name
                 raise TrainingInterrupted(
-                    f"stopped by SIGTERM after step {done}; checkpoint {done} saved in "
-                    f"{manager.directory}. Run the same command again to resume."
+                    f"stopped by {name} after step {done}; checkpoint {done} saved in "
+                    f"{manager.directory}. Run the same command again to resume.",
+                    stop[0],
                 )
     manager.wait_until_finished()
     manager.close()
@@ -176,10 +202,11 @@ def _log(metrics_path: Path, done: int, metrics: dict, bar, max_skipped_in_a_row
         manager.wait_until_finished()
         raise FloatingPointError(
             f"the last {int(values['skipped_in_a_row'])} steps (to step {done}) all had "
-            f"a non-finite loss or gradient and were skipped ({int(values['skipped_steps'])} "
+            f"a non-finite loss, gradient or update and were skipped ({int(values['skipped_steps'])} "
             f"skipped in all); parameters are unchanged since the last good step and "
             f"the last checkpoint (step {manager.latest_step()}) in {manager.directory} "
-            "is intact. Lower the learning rate or check the data, then resume."
+            "is intact. Check that the learning rate is finite and not too large, and check "
+            "the data, then resume."
         )
 
 
@@ -218,9 +245,9 @@ def train_or_restore(
     Refuses a workdir holding another experiment or an incompatible ``config`` (a config
     dataclass, saved and compared as dotted keys; see ``rundir.check_run_compatible``,
     which names ``convert_command`` for a config saved in the flat layout of earlier
-    versions) before writing anything; then restores the latest checkpoint
-    (``eval_only``) or saves the config and calls :func:`fit` with ``fit_kwargs``, which
-    resumes.
+    versions) or a directory of other files, before writing anything; then restores the
+    latest checkpoint (``eval_only``) or, holding the workdir's lock, saves the config and
+    calls :func:`fit` with ``fit_kwargs``, which resumes.
     """
     workdir = Path(workdir)
     as_dict = rundir.config_to_dict(config)
@@ -234,7 +261,9 @@ def train_or_restore(
     )
     if eval_only:
         return restore_run(workdir, state, mesh)
-    workdir.mkdir(parents=True, exist_ok=True)
-    if jax.process_index() == 0:
-        rundir.save_run_config(workdir, experiment, as_dict)
-    return fit(workdir=workdir, state=state, mesh=mesh, desc=experiment, **fit_kwargs)
+    rundir.prepare_workdir(workdir)
+    main = jax.process_index() == 0  # the one writer; the others read the checkpoints
+    with rundir.workdir_lock(workdir) if main else contextlib.nullcontext():
+        if main:
+            rundir.save_run_config(workdir, experiment, as_dict)
+        return fit(workdir=workdir, state=state, mesh=mesh, desc=experiment, **fit_kwargs)

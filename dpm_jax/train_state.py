@@ -5,8 +5,8 @@
 * :func:`make_train_step` / :func:`make_multi_step`: pure, jitted steps (one, or several
   in a ``lax.scan``) from a loss function and an optax optimiser, optionally data
   parallel over a device mesh.
-* Steps whose loss or gradients are not finite are skipped (parameters, EMA and
-  optimiser state unchanged) and counted.
+* Steps whose loss, gradients, updated parameters or optimiser state are not finite are
+  skipped (parameters, EMA and optimiser state unchanged) and counted.
 * :func:`eval_params`: the parameters to evaluate and sample with (the EMA when on).
 """
 
@@ -98,7 +98,8 @@ def _train_step_fn(loss_fn: LossFn, tx: optax.GradientTransformation, ema_decay:
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ema = ema_update(state.ema_params, params, ema_decay)
-        finite = jnp.isfinite(loss) & _all_finite(grads)
+        # The update too: a non-finite learning rate turns finite gradients into NaN.
+        finite = jnp.isfinite(loss) & _all_finite((grads, params, opt_state))
         params, opt_state, ema = jax.tree.map(
             lambda new, old: jnp.where(finite, new, old),
             (params, opt_state, ema),
@@ -151,8 +152,8 @@ def make_train_step(
 
     ``loss_fn(params, batch, key) -> (loss, aux_metrics)`` is minimised. The
     step key is split from the state's key, so a resumed run draws the same
-    randomness as an uninterrupted one. A step whose loss or gradients are not
-    all finite leaves the parameters, their EMA and the optimiser state as they were
+    randomness as an uninterrupted one. A step whose loss, gradients, new parameters
+    or new optimiser state are not all finite leaves the parameters, their EMA and the optimiser state as they were
     (the 2015 code's ``RemoveNotFinite`` did this per parameter) and is counted.
     ``ema_decay`` in [0, 1): the EMA's decay per step (0: the EMA equals the parameters).
 

@@ -12,6 +12,8 @@ import numpy as np
 #: (measured over at least MIN_VALUES_FOR_VARIANCE values) gets a warning.
 UNIT_VARIANCE_TOLERANCE = 4.0
 MIN_VALUES_FOR_VARIANCE = 1000
+#: Data beyond this magnitude is refused: its squares overflow float32's precision budget.
+MAX_ABS_VALUE = 1e15
 
 
 def is_concrete(x) -> bool:
@@ -36,19 +38,35 @@ def check_batch(x, name: str = "x0", *, min_rank: int = 2, event_shape=None) -> 
         raise ValueError(
             f"{name} must have shape (N, {', '.join(map(str, event_shape))}); got {tuple(shape)}."
         )
+    if shape[0] == 0:
+        raise ValueError(
+            f"{name} is an empty batch (shape {tuple(shape)}); pass one example or more."
+        )
+    if 0 in tuple(shape[1:]):
+        raise ValueError(
+            f"{name} has examples with no values (shape {tuple(shape)}); every axis after the "
+            "batch needs a size >= 1."
+        )
     dtype = np.dtype(x.dtype)
-    if not np.issubdtype(dtype, np.floating):
+    if not jnp.issubdtype(dtype, jnp.floating):  # bfloat16 and float16 included
         raise TypeError(
             f"{name} must be a floating-point array (got dtype {dtype}); convert with "
             "x.astype(np.float32) after scaling the data."
         )
     if is_concrete(x):
-        arr = np.asarray(x)
+        arr = np.asarray(x, np.float32) if dtype.itemsize < 4 else np.asarray(x)
         if not np.all(np.isfinite(arr)):
             bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
             raise ValueError(
                 f"{name} holds {bad} non-finite value(s) (NaN or inf); clean or drop those "
                 "examples before computing bounds or training."
+            )
+        largest = float(np.max(np.abs(arr)))
+        if largest > MAX_ABS_VALUE:
+            raise ValueError(
+                f"{name} holds values up to {largest:.3g} in magnitude; beyond "
+                f"{MAX_ABS_VALUE:.0e} squares and forward samples lose all precision in float32. "
+                "Scale the data (the bounds expect about unit variance)."
             )
 
 
@@ -71,6 +89,48 @@ def warn_if_not_unit_variance(x, name: str = "x0") -> None:
             UserWarning,
             stacklevel=3,
         )
+
+
+def at_least_float32(x: jax.Array) -> jax.Array:
+    """``x`` in float32 when it is a lower-precision float (float16, bfloat16), else as is:
+    the bounds and samplers compute in at least float32."""
+    return x.astype(jnp.float32) if np.dtype(x.dtype).itemsize < 4 else x
+
+
+def check_reverse_fn_steps(schedule, reverse_fn, name: str = "reverse_fn") -> None:
+    """Refuses a reverse function built for another T than ``schedule``'s.
+
+    Functions made by this library (``gaussian.moment_matched_kernel``,
+    ``binomial.moment_matched_rates``, ``parameterisation.make_reverse_fn``) carry their
+    ``num_steps``; a user's function without it is not checked here (per-step models
+    return NaN for t beyond their T: ``dpm_jax.models.temporal.step_rows``).
+    """
+    built_for = getattr(reverse_fn, "num_steps", None)
+    if built_for is not None and int(built_for) != schedule.num_steps:
+        raise ValueError(
+            f"{name} was built for T = {built_for} steps but the schedule has T = "
+            f"{schedule.num_steps}; build it from this schedule."
+        )
+
+
+def check_timesteps(t, num_steps: int, low: int = 0, name: str = "t") -> None:
+    """Concrete t must lie in low..T (inside jit values cannot be checked)."""
+    if not is_concrete(t):
+        return
+    values = np.asarray(t)
+    if values.size and (values.min() < low or values.max() > num_steps):
+        raise ValueError(
+            f"{name} must lie in {low}..{num_steps} (T = {num_steps}); got values in "
+            f"{int(values.min())}..{int(values.max())}."
+        )
+
+
+def check_finite_result(values, what: str, hint: str) -> None:
+    """Outside jit, a non-finite result is a ValueError saying where to look (``hint``)."""
+    leaves = [v for v in jax.tree.leaves(values) if is_concrete(v)]
+    bad = sum(int(np.size(v) - np.count_nonzero(np.isfinite(np.asarray(v)))) for v in leaves)
+    if bad:
+        raise ValueError(f"{what}: {bad} non-finite value(s). {hint}")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -32,6 +32,16 @@ class DataConfig:
     """``data``: the image ``folder`` (UIUC T01-T04), the patch size, the training pool and
     the held-out images per class."""
 
+    HELP = {
+        "folder": "folder holding the UIUC texture classes T01-T04 (required to run; layouts "
+        "in dpm_jax/data/bark.py)",
+        "patch_size": "side of the square patches (pixels)",
+        "num_train_patches": "random training patches in the fixed pool (drawn with the run's "
+        "seed)",
+        "num_test_per_class": "last images (file-name order) of each class held out; the test "
+        "set is their non-overlapping patch grid",
+    }
+
     folder: str = ""
     patch_size: int = 32
     num_train_patches: int = 50_000

@@ -45,6 +45,12 @@ PAPER = {"K": -2.414, "K_minus_L_null": 12.024, "source": "Table 1"}
 class DiffusionConfig:
     """``diffusion``: T (``steps``) of binomial diffusion towards Bernoulli(``pi``)."""
 
+    HELP = {
+        "steps": "T, the number of binomial diffusion steps (beta_t = 1/(T - t + 1))",
+        "pi": "rate of the Bernoulli distribution the forward diffusion ends at (the data's "
+        "mean rate is 0.2)",
+    }
+
     steps: int = 2000
     pi: float = 0.2
 
@@ -58,6 +64,13 @@ class DiffusionConfig:
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """``model``: the MLP; ``readout_basis`` bumps (0: a free readout per step)."""
+
+    HELP = {
+        "num_hidden": "sigmoid units per hidden layer (shared across t)",
+        "num_layers": "hidden layers of the MLP",
+        "readout_basis": "J, Gaussian bumps in t the per-step readout weights are combined "
+        "from (0: a free readout per step; else >= 2)",
+    }
 
     num_hidden: int = 50
     num_layers: int = 3
@@ -76,12 +89,24 @@ class ModelConfig:
 class TrainConfig(cfg.TrainConfig):
     """``train``: the shared keys and stratified sampling of t."""
 
+    HELP = {
+        "learning_rate": "Adam's initial learning rate (cosine decay to 1% over train.steps)",
+        "stratified_t": "spread each batch's t evenly over 2..T (false: independent uniform draws)",
+    }
+
     stratified_t: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig(cfg.EvalConfig):
     """``eval``: test sequences, and samples for the figure and the validity check."""
+
+    HELP = {
+        "num_test": "test sequences (fresh from the generator) the exact bound K is evaluated on",
+        "num_figure_samples": "samples Fig. 2 shows next to their initial noise",
+        "num_validity_samples": "samples drawn to measure the fraction of valid heartbeats "
+        "(at least eval.num_figure_samples are drawn)",
+    }
 
     num_figure_samples: int = 40
     num_validity_samples: int = 2_000
@@ -94,6 +119,11 @@ class EvalConfig(cfg.EvalConfig):
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Heartbeat run. ``diffusion.steps`` is the paper's T; ``train.steps`` counts optimiser steps."""
+
+    HELP = {
+        "seed": "the run's root PRNG seed: initialisation, training batches and noise, test "
+        "sequences, evaluation and figures"
+    }
 
     seed: int = 0
     diffusion: DiffusionConfig = DiffusionConfig()
@@ -281,7 +311,8 @@ def run(config: Config, workdir: Path, eval_only: bool = False) -> dict:
     test_x = np.asarray(data.sample(keys["test_data"], config.eval.num_test))
     params = train_state.eval_params(state, config.train.ema_decay)
     results = evaluate(config, params, test_x, keys)
-    figure = workdir / "figures" / "binary_heartbeat_fig2.png"
+    out = common.output_dir(workdir, eval_only)
+    figure = out / "figures" / "binary_heartbeat_fig2.png"
     fraction, stderr, count = sample_and_plot(config, params, keys["figure"], figure)
     results["valid_sample_fraction"] = fraction
     results["valid_sample_fraction_stderr"] = stderr
@@ -308,6 +339,7 @@ def run(config: Config, workdir: Path, eval_only: bool = False) -> dict:
         num_test=len(test_x),
         start_time=start_time,
         figures=[figure],
+        outdir=out,
     )
 
 

@@ -12,10 +12,13 @@ that converts configs saved before sections, and ``run``, ``report`` and ``figur
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import os
 import platform
+import shutil
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -86,6 +89,25 @@ def _converter(kind):
     return convert
 
 
+def _key_docs(config, prefix: str = "") -> dict[str, tuple[str, tuple]]:
+    """{dotted key: (meaning, allowed values or ())} for every leaf of ``config``, from its
+    sections' ``HELP`` and ``CHOICES`` class attributes ({field: meaning}, {field: the values
+    ``__post_init__`` accepts}); a subclass's entries add to, or override, its bases'."""
+    merged = {"HELP": {}, "CHOICES": {}}
+    for klass in reversed(type(config).__mro__):
+        for name, table in merged.items():
+            table.update(vars(klass).get(name, {}))
+    out = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if cfg.is_section(value):
+            out.update(_key_docs(value, f"{prefix}{field.name}."))
+        else:
+            choices = tuple(merged["CHOICES"].get(field.name, ()))
+            out[prefix + field.name] = (merged["HELP"].get(field.name, ""), choices)
+    return out
+
+
 def parse_command_line(
     experiment: str,
     config_cls: type,
@@ -93,12 +115,37 @@ def parse_command_line(
     argv: list[str] | None = None,
     description: str | None = None,
 ) -> tuple[Any, argparse.Namespace]:
-    """Parses ``argv`` into (config, args). Unknown keys and bad values exit with a clear message."""
+    """Parses ``argv`` into (config, args). Unknown keys and bad values exit with a clear message.
+
+    ``--help`` lists every dotted key with its type, default, meaning and (string keys of a
+    fixed set) allowed values (:func:`_key_docs`), and each preset's keys that differ from
+    the defaults.
+    """
     presets = presets or {}
     defaults = cfg.flatten(config_cls())
     kinds = cfg.leaf_types(config_cls)
+    docs = _key_docs(config_cls())
+
+    def shown(value) -> str:  # a value as --config.KEY=VALUE writes it
+        if isinstance(value, tuple):
+            return ",".join(shown(v) for v in value)
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    width = max(shutil.get_terminal_size().columns - 2, 40)  # as argparse wraps
+    lines = ["presets (--preset NAME): the keys each sets that differ from the defaults"]
+    for name, preset in presets.items():
+        changed = [f"{k}={shown(v)}" for k, v in cfg.flatten(preset).items() if v != defaults[k]]
+        text = f"{name}: {', '.join(changed) or '(the defaults)'}"
+        wrap = {"break_long_words": False, "break_on_hyphens": False}
+        lines.append(
+            textwrap.fill(text, width, initial_indent="  ", subsequent_indent="    ", **wrap)
+        )
     parser = argparse.ArgumentParser(
-        prog=f"python -m experiments.{experiment}", description=description, allow_abbrev=False
+        prog=f"python -m experiments.{experiment}",
+        description=description,
+        epilog="\n".join(lines) if presets else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
     parser.add_argument("--workdir", required=True, type=Path, help="run directory (created)")
     parser.add_argument(
@@ -119,13 +166,19 @@ def parse_command_line(
         "config (override with --config.KEY=VALUE; tuples comma-separated: 1,2,2)"
     )
     for key, default in defaults.items():
+        meaning, choices = docs[key]
+        text = f"default: {default!r}"
+        if choices:
+            text += f" (one of: {', '.join(choices)})"
+        if meaning:
+            text += f"; {meaning}"
         group.add_argument(
             f"--config.{key}",
             dest=f"config.{key}",
             type=_converter(kinds[key]),
             default=None,
             metavar=cfg.type_name(kinds[key]),
-            help=f"default: {default!r}".replace("%", "%%"),
+            help=text.replace("%", "%%"),
         )
     args, unknown = parser.parse_known_args(argv)
     if unknown:
@@ -173,16 +226,17 @@ def main(experiment: Experiment, argv: list[str] | None = None) -> None:
     try:
         results = experiment.run(config, args.workdir, eval_only=args.eval_only)
         command = " ".join(["python -m experiments." + experiment.name, *(argv or sys.argv[1:])])
+        path = Path(args.workdir) / results.get("output_dir", ".") / "results.json"
         if jax.process_index() == 0:
             results = {**results, "command": command}
-            rundir.write_json_atomic(Path(args.workdir) / "results.json", results)
+            rundir.write_json_atomic(path, results)
     except runner.TrainingInterrupted as e:
         print(str(e), file=sys.stderr)
-        raise SystemExit(143) from None  # 128 + SIGTERM, what schedulers expect
-    except (RuntimeError, FileNotFoundError, ValueError, FloatingPointError) as e:
+        raise SystemExit(e.exit_code) from None  # 143 (SIGTERM) or 130 (Ctrl-C)
+    except (RuntimeError, FileNotFoundError, ValueError, FloatingPointError, OSError) as e:
         fail(str(e))
     print(experiment.report(results))
-    print(f"results: {args.workdir / 'results.json'}")
+    print(f"results: {path}")
 
 
 KEY_NAMES = ("train_data", "test_data", "init", "train", "eval", "figure", "ceiling")
@@ -303,6 +357,17 @@ def bound_terms_results(values: dict, unit: str, per: float = 1.0) -> dict:
     return out
 
 
+def output_dir(workdir: Path, eval_only: bool) -> Path:
+    """Where a run writes results.json and figures: the workdir for a training; for
+    ``--eval_only`` a new ``workdir/evaluations/<UTC time>`` (``rundir.evaluation_dir``), so
+    an evaluation never replaces the training's results or figures."""
+    if not eval_only:
+        return Path(workdir)
+    if jax.process_index() == 0:  # the one writer
+        return rundir.evaluation_dir(workdir)
+    return Path(workdir) / rundir.EVALUATIONS_DIR / f"process-{jax.process_index()}"
+
+
 def hardware() -> str:
     """The machine in words: CPU count and the JAX devices."""
     kinds = sorted({d.device_kind for d in jax.devices()})
@@ -322,11 +387,14 @@ def write_results(
     num_test: int,
     start_time: float,
     figures: list[Path],
+    outdir: Path | None = None,
 ) -> dict:
     """Adds what every results.json carries (experiment, units, paper, sizes, wall time,
-    figures, config as dotted keys) to ``results`` and writes it atomically to
-    ``workdir/results.json``."""
+    figures relative to it, config as dotted keys, its folder relative to the workdir) to
+    ``results`` and writes it atomically to ``outdir/results.json`` (``outdir``: the
+    workdir, or :func:`output_dir`'s folder of an ``--eval_only`` run)."""
     workdir = Path(workdir)
+    outdir = workdir if outdir is None else Path(outdir)
     results.update(
         experiment=experiment.name,
         units=experiment.units,
@@ -337,9 +405,10 @@ def write_results(
         wall_seconds=time.time() - start_time,
         wall_seconds_kind="this invocation (training resumed from a checkpoint counts only its part)",
         hardware=hardware(),
-        figures=[str(Path(f).relative_to(workdir)) for f in figures],
+        figures=[str(Path(f).relative_to(outdir)) for f in figures],
         config=rundir.config_to_dict(config),
+        output_dir=str(outdir.relative_to(workdir)),
     )
     if jax.process_index() == 0:  # one writer on multi-host runs
-        rundir.write_json_atomic(workdir / "results.json", results)
+        rundir.write_json_atomic(outdir / "results.json", results)
     return results

@@ -16,6 +16,7 @@ and no dependency is added. ConfigDict's late-bound references are not needed he
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from typing import Any
 
@@ -126,6 +127,8 @@ def require(section, prefix: str, names, minimum, strict: bool = False) -> None:
     ``names`` below ``minimum`` (or, with ``strict``, not above it)."""
     for name in names:
         value = getattr(section, name)
+        if not math.isfinite(value):
+            raise ValueError(f"{prefix}{name} must be a finite number, got {value}.")
         if value < minimum or (strict and value == minimum):
             bound = f"> {minimum}" if strict else f">= {minimum}"
             raise ValueError(f"{prefix}{name} must be {bound}, got {value}.")
@@ -144,6 +147,27 @@ class TrainConfig:
     optimiser steps (the diffusion's T is ``diffusion.steps``). Experiments subclass it to
     add their own keys and set their defaults where they declare the section."""
 
+    #: {field: its meaning for ``--help``}; subclasses add theirs (``common.parse_command_line``
+    #: merges them along the class's bases).
+    HELP = {
+        "batch_size": "training examples per optimiser step (over all devices and processes)",
+        "learning_rate": "initial learning rate, decayed by the experiment's schedule",
+        "steps": "optimiser steps to train for (the diffusion's T is diffusion.steps)",
+        "checkpoint_every": "optimiser steps between checkpoints in --workdir (one is also "
+        "saved at the end and on SIGTERM)",
+        "log_every": "optimiser steps between metrics lines (metrics.jsonl) and the "
+        "non-finite check",
+        "max_skipped_in_a_row": "stop the run when this many steps in a row were skipped for "
+        "a non-finite loss or gradient",
+        "steps_per_call": "optimiser steps per compiled call (a lax.scan; 1: one step per "
+        "call); speed only",
+        "ema_decay": "decay of the parameters' EMA that evaluation and sampling use (0: off, "
+        "the trained parameters)",
+        "warmup_steps": "optimiser updates over which the learning rate ramps up linearly "
+        "(0: no warmup)",
+        "grad_clip_norm": "gradients clipped to this global L2 norm (0: no clipping)",
+    }
+
     batch_size: int = 64
     learning_rate: float = 1e-3
     steps: int = 1_000
@@ -160,7 +184,7 @@ class TrainConfig:
         require(self, "train.", (*positive, "steps_per_call"), 1)
         require(self, "train.", ("steps", "warmup_steps"), 0)
         require(self, "train.", ("learning_rate",), 0, strict=True)
-        if self.grad_clip_norm < 0:
+        if not self.grad_clip_norm >= 0:  # NaN too
             raise ValueError(
                 "train.grad_clip_norm must be >= 0 (0 turns clipping off), got "
                 f"{self.grad_clip_norm}."
@@ -178,6 +202,14 @@ class EvalConfig:
     experiments subclass it to add figure and ceiling sizes."""
 
     min_num_test: typing.ClassVar[int] = 1
+    #: {field: its meaning for ``--help``}; subclasses add theirs.
+    HELP = {
+        "num_test": "test examples the exact bound K is evaluated on",
+        "batch_size": "test examples per evaluation batch (memory and speed only: K does not "
+        "depend on it)",
+        "forward_samples": "forward trajectories per test example whose exact bounds are "
+        "averaged (lowers K's Monte Carlo error)",
+    }
 
     num_test: int = 1_000
     batch_size: int = 1_000

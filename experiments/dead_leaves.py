@@ -39,6 +39,16 @@ class DataConfig:
     """``data``: the generator (``dpm_jax.data.dead_leaves``) and the data sets' sizes;
     ``seed`` seeds the images (independently of the run's ``seed``)."""
 
+    HELP = {
+        "image_size": "side of the square images (pixels)",
+        "r_min": "smallest disk radius (pixels)",
+        "r_max": "largest disk radius (pixels)",
+        "alpha": "exponent of the radius density p(r) ~ r^-alpha (3: scale invariant)",
+        "num_train_images": "generated training images (a fixed pool)",
+        "num_test_images": "generated test images (an independent stream of data.seed)",
+        "seed": "seed of the generated images (independent of the run's seed)",
+    }
+
     image_size: int = 16
     r_min: float = 1.0
     r_max: float = 16.0

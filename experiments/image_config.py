@@ -23,11 +23,19 @@ COMPUTE_DTYPES = ("float32", "bfloat16")
 class TfdsDataConfig:
     """``data`` of MNIST and CIFAR-10: a prepared TFDS dataset (``docs/images.md``)."""
 
+    HELP = {
+        "dataset": "the TFDS dataset trained and evaluated on (its train and test splits)",
+        "data_dir": "TFDS data folder holding the prepared dataset (empty: TFDS's default, "
+        "$TFDS_DATA_DIR or ~/tensorflow_datasets)",
+    }
+    #: {field: its allowed values}: what ``__post_init__`` accepts and ``--help`` lists.
+    CHOICES = {"dataset": tuple(sorted(images.IMAGE_SHAPES))}
+
     dataset: str = "mnist"
     data_dir: str = ""  # "" = TFDS's default ($TFDS_DATA_DIR or ~/tensorflow_datasets)
 
     def __post_init__(self):
-        cfg.require_choice(self, "data.", "dataset", sorted(images.IMAGE_SHAPES))
+        cfg.require_choice(self, "data.", "dataset", self.CHOICES["dataset"])
 
     def image_shape(self) -> tuple[int, int, int]:
         """(height, width, channels) of one image."""
@@ -37,6 +45,12 @@ class TfdsDataConfig:
 @dataclasses.dataclass(frozen=True)
 class ImageDiffusionConfig:
     """``diffusion``: T (``steps``) and the released code's schedule (``step1_beta``)."""
+
+    HELP = {
+        "steps": "T, the number of diffusion steps (the paper's T)",
+        "step1_beta": "extra forward noise variance of step t = 1 in the released code's fixed "
+        "schedule (beta_t about 1/(T - t + 1), plus this at t = 1)",
+    }
 
     steps: int = 1000
     step1_beta: float = 1e-3
@@ -57,6 +71,33 @@ class ImageModelConfig:
     ``dense_hidden = 0`` the convolutional one.
     """
 
+    HELP = {
+        "network": "the network's style: reference_code = the released code's (leaky ReLU, "
+        "untied conv biases), paper = App. D.2.1's (softplus conv, tanh dense units)",
+        "readout": "how the network's (z_mu, z_Sigma) give the reverse kernel: paper = "
+        "Eqs. 64-65, reference_code = the released code's variant",
+        "num_temporal_basis": "J, Gaussian bumps in t the per-pixel outputs are read out "
+        "through (Eqs. 62-63)",
+        "conv_features": "channels of every multi-scale convolution layer",
+        "conv_layers": "multi-scale convolution layers (0: the convolutional pathway off)",
+        "num_scales": "scales of each multi-scale convolution (mean-pooled by 2^s for "
+        "s < num_scales); image sides must divide by 2^(num_scales - 1)",
+        "dense_hidden": "width of the dense pathway's hidden layers (0: the dense pathway off)",
+        "dense_output": "channels per pixel the dense pathway outputs",
+        "dense_layers": "layers of the dense pathway (0: as many as model.conv_layers, the "
+        "released code's quirk)",
+        "upper_hidden": "width of the per-pixel (1x1) layers on top of both pathways",
+        "upper_layers": "per-pixel (1x1) layers on top of both pathways, the last linear",
+        "compute_dtype": "dtype of the network's convolutions, dense layers and activations; "
+        "parameters, readout and bound stay float32",
+    }
+    #: {field: its allowed values}: what ``__post_init__`` accepts and ``--help`` lists.
+    CHOICES = {
+        "network": NETWORKS,
+        "readout": parameterisation.READOUTS,
+        "compute_dtype": COMPUTE_DTYPES,
+    }
+
     network: str = "reference_code"
     readout: str = "reference_code"
     num_temporal_basis: int = 10
@@ -71,9 +112,8 @@ class ImageModelConfig:
     compute_dtype: str = "float32"  # "bfloat16": network in bf16; parameters and bound in f32
 
     def __post_init__(self):
-        cfg.require_choice(self, "model.", "network", NETWORKS)
-        cfg.require_choice(self, "model.", "readout", parameterisation.READOUTS)
-        cfg.require_choice(self, "model.", "compute_dtype", COMPUTE_DTYPES)
+        for name in ("network", "readout", "compute_dtype"):
+            cfg.require_choice(self, "model.", name, self.CHOICES[name])
         positive = ("num_scales", "upper_layers", "upper_hidden", "dense_output", "conv_features")
         cfg.require(self, "model.", positive, 1)
         cfg.require(self, "model.", ("num_temporal_basis",), 2)
@@ -91,6 +131,12 @@ class ImageTrainConfig(cfg.TrainConfig):
     0.1^(1/1000) every 500 steps down to ``min_learning_rate``; optional warmup and
     gradient clipping (``dpm_jax.optim``, off by default)."""
 
+    HELP = {
+        "learning_rate": "RMSProp's initial learning rate, x 0.1^(1/1000) every 500 steps "
+        "down to train.min_learning_rate",
+        "min_learning_rate": "the floor of the decaying learning rate",
+    }
+
     min_learning_rate: float = 1e-4
 
     def __post_init__(self):
@@ -104,6 +150,16 @@ class ImageEvalConfig(cfg.EvalConfig):
     Parzen-window estimate (``parzen_samples > 0``)."""
 
     min_num_test = 0
+    HELP = {
+        "num_test": "test images the exact bound K is evaluated on (0: the whole test split; "
+        "else its first num_test)",
+        "num_samples": "model samples in the sample grid (App. Fig. 1)",
+        "num_posterior_examples": "test images in the posterior figure (denoising, "
+        "inpainting: Figs. 3 and 5)",
+        "parzen_samples": "model samples for Table 2's Parzen-window estimate (0: no estimate)",
+        "parzen_validation": "last training images the Parzen bandwidth is chosen on (at most "
+        "half the training set)",
+    }
 
     num_test: int = 0
     batch_size: int = 200
@@ -123,6 +179,11 @@ class ImageEvalConfig(cfg.EvalConfig):
 class ImageConfig:
     """An image run. ``diffusion.steps`` is the paper's T; ``train.steps`` counts optimiser
     steps; ``train.ema_decay > 0`` evaluates and samples with an EMA of the parameters."""
+
+    HELP = {
+        "seed": "the run's root PRNG seed: initialisation, batch order, dequantisation and "
+        "diffusion noise, evaluation and figures"
+    }
 
     seed: int = 0
     data: TfdsDataConfig = TfdsDataConfig()

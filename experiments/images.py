@@ -55,8 +55,9 @@ class ImageExperiment(common.Experiment):
         state = train(self, config, workdir, train_source, scaling, eval_only)
         params = train_state.eval_params(state, config.train.ema_decay)
         results = image_eval.evaluate(config, params, scaling, test_source, keys["eval"])
+        out = common.output_dir(workdir, eval_only)
         figures = image_figures.draw_figures(
-            self.name, config, state, scaling, test_source, keys, workdir
+            self.name, config, state, scaling, test_source, keys, out
         )
         if config.eval.parzen_samples:
             results.update(
@@ -75,6 +76,7 @@ class ImageExperiment(common.Experiment):
             num_test=results["num_test_examples"],
             start_time=start_time,
             figures=figures,
+            outdir=out,
         )
 
     def figures(self, config: ImageConfig, workdir: Path) -> list[Path]:

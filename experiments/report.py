@@ -1,6 +1,6 @@
 """The reproduction report: the paper's Tables 1 and 2 next to this project's measured runs.
 
-  python -m experiments.report [RUN_DIR ...] [--output docs/reproduction.md]
+  python -m experiments.report [RUN_DIR ...] [--output FILE]
 
 Without RUN_DIRs it reads every documented run under ``docs/runs/`` (run from the repository
 root): what regenerates the committed ``docs/reproduction.md`` from a clean clone. Reads each
@@ -8,7 +8,9 @@ root): what regenerates the committed ``docs/reproduction.md`` from a clean clon
 writes one Markdown page: for every row of the paper's Tables 1 and 2, the paper's number,
 ours with its standard error, the units, the data each used, the hardware, the wall time,
 the training steps and the command that produced it. A row without a run says so; no
-number is ever filled in that was not read from a results file.
+number is ever filled in that was not read from a results file. RUN_DIRs written to the
+default page must include a run of every documented experiment: the command refuses to
+drop a committed row (pass ``--output`` to write a page of other runs).
 """
 
 from __future__ import annotations
@@ -194,6 +196,18 @@ def render(runs: dict[str, tuple[str, dict]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+DEFAULT_OUTPUT = Path("docs/reproduction.md")
+
+
+def load_results_or_exit(run_dir) -> dict:
+    """:func:`load_results`, or exit 1 with its message."""
+    try:
+        return load_results(run_dir)
+    except ResultsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__)
     parser.add_argument(
@@ -202,8 +216,27 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         help=f"run directories with results.json (default: every run under {DOCUMENTED_RUNS}/)",
     )
-    parser.add_argument("--output", type=Path, default=Path("docs/reproduction.md"))
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help=f"the page to write (default: {DEFAULT_OUTPUT}, which RUN_DIRs may not shrink)",
+    )
     args = parser.parse_args(argv)
+    if args.runs and args.output is None:
+        given = {load_results_or_exit(run_dir)["experiment"] for run_dir in args.runs}
+        dropped = sorted(load_results_or_exit(d)["experiment"] for d in documented_runs())
+        dropped = [name for name in dropped if name not in given]
+        if dropped:
+            print(
+                f"error: writing {DEFAULT_OUTPUT} from these runs would drop the rows of "
+                f"{', '.join(dropped)} (documented under {DOCUMENTED_RUNS}/). Pass --output "
+                f"FILE to write another page, or copy the run's results.json and config.json "
+                f"into {DOCUMENTED_RUNS}/<name>/ and run without RUN_DIRs. Nothing was written.",
+                file=sys.stderr,
+            )
+            raise SystemExit(1)
+    args.output = args.output or DEFAULT_OUTPUT
     if not args.runs:
         args.runs = documented_runs()
         if not args.runs:

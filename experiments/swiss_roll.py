@@ -281,8 +281,9 @@ def run(config: Config, workdir: Path, eval_only: bool = False) -> dict:
     test_x = np.asarray(data.sample(keys["test_data"], config.eval.num_test))
     params = train_state.eval_params(state, config.train.ema_decay)
     results = evaluate(config, params, test_x, keys["eval"])
-    figure = workdir / "figures" / "swiss_roll_fig1.png"
-    kl_figure = workdir / "figures" / "swiss_roll_kl_per_step.png"
+    out = common.output_dir(workdir, eval_only)
+    figure = out / "figures" / "swiss_roll_fig1.png"
+    kl_figure = out / "figures" / "swiss_roll_kl_per_step.png"
     results.update(schedule_ceiling(config, params, test_x, keys["ceiling"], kl_figure))
     write_figure(config, params, test_x, keys["figure"], figure)
     schedule = schedule_from_params(config, params)
@@ -296,6 +297,7 @@ def run(config: Config, workdir: Path, eval_only: bool = False) -> dict:
         num_test=len(test_x),
         start_time=start_time,
         figures=[figure, kl_figure],
+        outdir=out,
     )
 
 

@@ -21,6 +21,11 @@ OBJECTIVES = {"one_t": gaussian.bound_estimate, "all_t": gaussian.bound_exact}
 class DataConfig:
     """``data``: the generator (``dpm_jax.data.SwissRoll``)."""
 
+    HELP = {
+        "noise_std": "std of the Gaussian noise added to the roll (generator units, before "
+        "the data are scaled to unit variance)"
+    }
+
     noise_std: float = 0.25
 
     def __post_init__(self):
@@ -30,6 +35,17 @@ class DataConfig:
 @dataclasses.dataclass(frozen=True)
 class DiffusionConfig:
     """``diffusion``: T (``steps``) and the schedule, beta_1 fixed and beta_2..T learned."""
+
+    HELP = {
+        "steps": "T, the number of diffusion steps (the paper's T)",
+        "beta_1": "forward noise variance of step t = 1 (fixed, never learned)",
+        "learn_schedule": "train beta_2..T (a logistic perturbation of the baseline) with the "
+        "model; false: the baseline, fixed",
+        "schedule_baseline": "beta_2..T before learning: reference = the 2015 code's "
+        "1/(T - t + 1), geometric = 1 - abar_t growing geometrically from beta_1 to 0.999",
+    }
+    #: {field: its allowed values}: what ``__post_init__`` accepts and ``--help`` lists.
+    CHOICES = {"schedule_baseline": schedules.BASELINES}
 
     steps: int = 40
     beta_1: float = 1e-4
@@ -41,12 +57,22 @@ class DiffusionConfig:
             raise ValueError(f"diffusion.steps (T) must be >= 2, got {self.steps}.")
         if not 0.0 < self.beta_1 < 1.0:
             raise ValueError(f"diffusion.beta_1 must lie in (0, 1), got {self.beta_1}.")
-        cfg.require_choice(self, "diffusion.", "schedule_baseline", schedules.BASELINES)
+        choices = self.CHOICES["schedule_baseline"]
+        cfg.require_choice(self, "diffusion.", "schedule_baseline", choices)
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """``model``: the normalised RBF network and its readout (``parameterisation.READOUTS``)."""
+
+    HELP = {
+        "num_hidden": "normalised Gaussian RBF units (one hidden layer, shared across t)",
+        "rbf_init_width": "initial width of every RBF unit (units of the unit-variance data)",
+        "readout": "how the network's (z_mu, z_Sigma) give the reverse kernel: paper = "
+        "Eqs. 64-65, reference_code = the released code's variant",
+    }
+    #: {field: its allowed values}: what ``__post_init__`` accepts and ``--help`` lists.
+    CHOICES = {"readout": parameterisation.READOUTS}
 
     num_hidden: int = 16
     rbf_init_width: float = 1.5
@@ -55,25 +81,46 @@ class ModelConfig:
     def __post_init__(self):
         cfg.require(self, "model.", ("num_hidden",), 1)
         cfg.require(self, "model.", ("rbf_init_width",), 0, strict=True)
-        cfg.require_choice(self, "model.", "readout", parameterisation.READOUTS)
+        cfg.require_choice(self, "model.", "readout", self.CHOICES["readout"])
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig(cfg.TrainConfig):
     """``train``: the shared keys, the objective and the schedule's own learning rate."""
 
+    HELP = {
+        "learning_rate": "Adam's initial learning rate for the RBF network (cosine decay to "
+        "1% over train.steps)",
+        "objective": "the bound trained on: one_t = Eq. 14 with one t per example (weight "
+        "T - 1), all_t = all T - 1 KL terms per example (lower variance, T times the cost)",
+        "schedule_learning_rate": "Adam's initial learning rate for the learned schedule's "
+        "logits (cosine decay like the network's)",
+    }
+    #: {field: its allowed values}: what ``__post_init__`` accepts and ``--help`` lists.
+    CHOICES = {"objective": OBJECTIVES}
+
     objective: str = "one_t"
     schedule_learning_rate: float = 1e-3
 
     def __post_init__(self):
         super().__post_init__()
-        cfg.require_choice(self, "train.", "objective", OBJECTIVES)
+        cfg.require_choice(self, "train.", "objective", self.CHOICES["objective"])
         cfg.require(self, "train.", ("schedule_learning_rate",), 0, strict=True)
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig(cfg.EvalConfig):
     """``eval``: test points, figure samples and the schedule ceiling's sizes."""
+
+    HELP = {
+        "num_test": "test points (fresh from the generator) the exact bound K is evaluated on",
+        "num_figure_samples": "points in Fig. 1's trajectories (forward: test points; "
+        "reverse: samples)",
+        "ceiling_examples": "first test points the schedule ceiling (the best Gaussian "
+        "reverse kernel for this schedule) is evaluated on",
+        "ceiling_reference_size": "fresh data points the ceiling's moment-matched kernel is "
+        "fitted to",
+    }
 
     num_figure_samples: int = 2_000
     ceiling_examples: int = 2_000
@@ -88,6 +135,11 @@ class EvalConfig(cfg.EvalConfig):
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Swiss roll run. ``diffusion.steps`` is the paper's T; ``train.steps`` counts optimiser steps."""
+
+    HELP = {
+        "seed": "the run's root PRNG seed: initialisation, training batches and noise, test "
+        "points, evaluation and figures"
+    }
 
     seed: int = 0
     data: DataConfig = DataConfig()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import re
 
 import pytest
 
@@ -64,6 +65,130 @@ def test_help_lists_every_dotted_key_with_its_default_and_type(name, capsys):
     kinds = cfg.leaf_types(experiment.config_class)
     for key, value in cfg.flatten(experiment.config_class()).items():
         assert f"--config.{key} {cfg.type_name(kinds[key])} default: {value!r}" in out, key
+
+
+def _help(name, capsys) -> str:
+    """``--help`` of experiment ``name``, whitespace normalised (argparse wraps lines)."""
+    with pytest.raises(SystemExit) as exit_info:
+        all_experiments()[name].main(["--help"])
+    assert exit_info.value.code == 0
+    return " ".join(capsys.readouterr().out.split())
+
+
+def _key_help(out: str, key: str) -> str:
+    """The help text of ``--config.KEY`` (after its metavar) in normalised ``--help``."""
+    found = re.search(
+        rf"--config\.{re.escape(key)} \S+ (default: .*?)(?= --config\.| presets \(|$)", out
+    )
+    assert found, key
+    return found.group(1)
+
+
+def _choice_sources(name: str) -> dict:
+    """{dotted key: what ``__post_init__`` validates it against} of experiment ``name``."""
+    from dpm_jax import parameterisation, schedules
+    from dpm_jax.data import images
+    from experiments import image_config, swiss_roll_config
+
+    if name == "swiss_roll":
+        return {
+            "diffusion.schedule_baseline": schedules.BASELINES,
+            "model.readout": parameterisation.READOUTS,
+            "train.objective": swiss_roll_config.OBJECTIVES,
+        }
+    if name == "binary_heartbeat":
+        return {}
+    model = {
+        "model.network": image_config.NETWORKS,
+        "model.readout": parameterisation.READOUTS,
+        "model.compute_dtype": image_config.COMPUTE_DTYPES,
+    }
+    tfds = {"data.dataset": tuple(sorted(images.IMAGE_SHAPES))}
+    return {**tfds, **model} if name in ("mnist", "cifar10") else model
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_help_gives_every_dotted_key_a_meaning(name, capsys):
+    out = _help(name, capsys)
+    for key, value in cfg.flatten(all_experiments()[name].config_class()).items():
+        text = _key_help(out, key)
+        rest = re.sub(r"^ \(one of: [^)]*\)", "", text[len(f"default: {value!r}") :])
+        assert text.startswith(f"default: {value!r}") and rest.startswith("; "), (key, text)
+        assert len(rest[2:].split()) >= 3, (key, text)  # a meaning, not a stray word
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_help_lists_the_allowed_values_of_every_choice_key(name, capsys, tmp_path):
+    experiment = all_experiments()[name]
+    out = _help(name, capsys)
+    default = experiment.config_class()
+    sources = _choice_sources(name)
+    kinds = cfg.leaf_types(experiment.config_class)
+    for key in cfg.flatten(default):
+        listed = re.match(r"default: \S+ \(one of: ([^)]*)\)", _key_help(out, key))
+        if key not in sources:
+            assert listed is None, key
+            if kinds[key] is str:  # no fixed set: any string passes validation
+                cfg.replace(default, {key: "any-string"})
+            continue
+        allowed = tuple(sources[key])
+        assert listed and tuple(listed.group(1).split(", ")) == allowed, (key, listed)
+        for value in allowed:
+            assert cfg.flatten(cfg.replace(default, {key: value}))[key] == value
+        with pytest.raises(ValueError, match=re.escape(f"{key} must be one of {allowed}")):
+            cfg.replace(default, {key: "not-a-choice"})
+        argv = ["--workdir", str(tmp_path), f"--config.{key}=not-a-choice"]
+        with pytest.raises(SystemExit) as exit_info:
+            common.parse_command_line(name, type(default), experiment.presets, argv)
+        assert exit_info.value.code == 2
+        assert f"invalid config: {key} must be one of" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_help_shows_the_keys_each_preset_changes(name, capsys):
+    experiment = all_experiments()[name]
+    out = _help(name, capsys)
+    defaults = cfg.flatten(experiment.config_class())
+    epilog = out.split("presets (--preset NAME): the keys each sets that differ from the defaults ")
+    assert len(epilog) == 2
+    parts = re.split(r"(?:^| )(\w+): ", epilog[1])[1:]
+    shown = dict(zip(parts[::2], parts[1::2], strict=True))
+    assert list(shown) == list(experiment.presets)
+    for preset_name, preset in experiment.presets.items():
+        changed = {k for k, v in cfg.flatten(preset).items() if v != defaults[k]}
+        if not changed:
+            assert shown[preset_name] == "(the defaults)"
+            continue
+        items = shown[preset_name].split(", ")
+        assert {item.split("=")[0] for item in items} == changed, preset_name
+        # What --help shows, passed back as overrides of the defaults, is the preset.
+        argv = ["--workdir", "w", *(f"--config.{item}" for item in items)]
+        config, _ = common.parse_command_line(name, type(preset), experiment.presets, argv)
+        assert config == preset, preset_name
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_help_and_choices_tables_leave_the_configs_alone(name):
+    """``HELP`` and ``CHOICES`` are class attributes naming declared fields: no config key,
+    value, equality, hash or JSON round trip changes with them."""
+    experiment = all_experiments()[name]
+
+    def sections(config):
+        yield config
+        for field in dataclasses.fields(config):
+            value = getattr(config, field.name)
+            if cfg.is_section(value):
+                yield from sections(value)
+
+    for preset in experiment.presets.values():
+        for section in sections(preset):
+            names = {f.name for f in dataclasses.fields(section)}
+            assert not {"HELP", "CHOICES"} & names
+            for klass in type(section).__mro__:
+                for table in ("HELP", "CHOICES"):
+                    assert set(vars(klass).get(table, {})) <= names, (klass, table)
+        assert cfg.from_json(experiment.config_class(), cfg.to_json(preset)) == preset
+        assert hash(preset) == hash(dataclasses.replace(preset))
 
 
 @dataclasses.dataclass(frozen=True)

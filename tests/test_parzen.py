@@ -144,6 +144,19 @@ def test_perfect_model_beats_noise_samples():
     assert perfect["sigma_at_grid_edge"] and not bad["sigma_at_grid_edge"]
 
 
+# Reliability round 2, item 9: far-apart points at a tiny bandwidth used to give +inf in
+# float32 (cancellation in logits - max), and select_sigma then chose that bandwidth.
+@pytest.mark.parametrize("sigma", [1e-5, 1e-3, 1e-2])
+def test_far_points_at_a_tiny_bandwidth_match_the_closed_form(sigma):
+    samples, data = np.zeros((10, 3)), np.full((5, 3), 100.0)
+    ll = np.asarray(parzen.parzen_log_likelihood(samples, data, sigma, dtype="float32"))
+    # Every sample sits at the same distance: log p = -d^2 / (2 s^2) - (D/2) log(2 pi s^2).
+    exact = -3 * 100.0**2 / (2 * sigma**2) - 1.5 * np.log(2 * np.pi * sigma**2)
+    np.testing.assert_allclose(ll, exact, rtol=1e-6)
+    best, means = parzen.select_sigma(samples, data, [1e-3, 1e-2])
+    assert best == 1e-2 and np.all(np.isfinite(means)) and means[1] > means[0]
+
+
 # (4) bounded memory: chunking does not change the result, and no N x M array is ever built.
 def test_small_chunks_equal_large_chunks():
     rng = np.random.default_rng(3)

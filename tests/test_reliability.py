@@ -34,14 +34,18 @@ FAST_ARGS = ["--preset", "small", *(f"--config.{k}={v}" for k, v in FAST_KEYS.it
 
 # The Swiss roll experiment in a child process that kills itself: with SIGKILL when it asks
 # for batch KILL_AT, or right after starting the (asynchronous) write of checkpoint
-# KILL_ON_SAVE, or with SIGTERM when it asks for batch TERM_AT.
+# KILL_ON_SAVE, or with SIGTERM (SIGINT) when it asks for batch TERM_AT (INT_AT).
 CHILD = """
 import os, signal, sys
 import orbax.checkpoint as ocp
 from dpm_jax import runner
 from experiments import swiss_roll
 
-env = {k: int(os.environ[k]) for k in ("KILL_AT", "KILL_ON_SAVE", "TERM_AT") if k in os.environ}
+env = {
+    k: int(os.environ[k])
+    for k in ("KILL_AT", "KILL_ON_SAVE", "TERM_AT", "INT_AT")
+    if k in os.environ
+}
 original_fit, original_save = runner.fit, ocp.CheckpointManager.save
 
 def fit(**kwargs):
@@ -51,6 +55,8 @@ def fit(**kwargs):
             os.kill(os.getpid(), signal.SIGKILL)
         if step == env.get("TERM_AT"):
             os.kill(os.getpid(), signal.SIGTERM)
+        if step == env.get("INT_AT"):
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C
         return batch_fn(step)
     kwargs["batch_fn"] = faulty_batch_fn
     return original_fit(**kwargs)
@@ -153,6 +159,23 @@ def test_sigterm_saves_a_checkpoint_and_the_resumed_run_matches(tmp_path):
     assert "SIGTERM" in proc.stderr and "resume" in proc.stderr
     # The signal comes while batch 57 is prefetched (during step 57 or 58, 1-based); the
     # step in flight finishes and is checkpointed.
+    stopped_at = int(re.search(r"after step (\d+)", proc.stderr).group(1))
+    assert stopped_at in (57, 58)
+    manager = checkpoints.checkpoint_manager(stopped)
+    assert manager.latest_step() == stopped_at
+    manager.close()
+    sr.main(["--workdir", str(stopped)] + FAST_ARGS)
+    _assert_same_state(_final_state(straight, FAST), _final_state(stopped, FAST))
+
+
+def test_ctrl_c_saves_a_checkpoint_exits_130_and_the_resumed_run_matches(tmp_path):
+    """SIGINT takes SIGTERM's path: the step in flight is checkpointed, exit status 130."""
+    straight = tmp_path / "straight"
+    sr.run(FAST, straight)
+    stopped = tmp_path / "stopped"
+    proc = _run_child(stopped, INT_AT=57)
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    assert "stopped by SIGINT" in proc.stderr and "Traceback" not in proc.stderr
     stopped_at = int(re.search(r"after step (\d+)", proc.stderr).group(1))
     assert stopped_at in (57, 58)
     manager = checkpoints.checkpoint_manager(stopped)

@@ -14,6 +14,25 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def step_rows(table: jnp.ndarray, t: jnp.ndarray) -> jnp.ndarray:
+    """Row t - 1 of a per-step ``table`` (T, ...) for each t (N,): shape (N, ...).
+
+    A t outside 1..T (a model built for another T than the schedule's) is a ValueError when
+    t is concrete and gives NaN rows under jit (``mode="fill"``), never a clamped row, so
+    the bound comes out non-finite rather than plausible and wrong.
+    """
+    num_steps = table.shape[0]
+    if not isinstance(t, jax.core.Tracer):
+        values = np.asarray(t)
+        if values.size and (values.min() < 1 or values.max() > num_steps):
+            raise ValueError(
+                f"t must lie in 1..{num_steps} (this model was built for T = {num_steps}); got "
+                f"t in {int(values.min())}..{int(values.max())}. Build the model with the "
+                "schedule's T (num_steps)."
+            )
+    return jnp.take(table, t - 1, axis=0, mode="fill", fill_value=jnp.nan)
+
+
 def bump_basis(num_steps: int, num_basis: int, relative_width: float = 0.5) -> jnp.ndarray:
     """The normalised Gaussian bumps g_j(t) of Eq. 63, as the reference code builds them.
 
@@ -63,6 +82,6 @@ def temporal_readout(y: jax.Array, basis: jax.Array, t: jax.Array) -> jax.Array:
     chex.assert_rank(basis, 2)
     chex.assert_axis_dimension(y, -1, basis.shape[1])
     chex.assert_shape(t, (y.shape[0],))
-    weights = basis[t - 1]  # (N, J)
+    weights = step_rows(basis, t)  # (N, J)
     weights = weights.reshape((y.shape[0],) + (1,) * (y.ndim - 2) + (basis.shape[1],))
     return jnp.sum(y * weights, axis=-1)

@@ -7,7 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dpm_jax.models.temporal import bump_basis
+from dpm_jax.models.temporal import bump_basis, step_rows
 
 
 class NormalizedRBFNetwork(nn.Module):
@@ -45,8 +45,7 @@ class NormalizedRBFNetwork(nn.Module):
             "readout_kernel", nn.initializers.zeros, (self.num_steps, self.num_hidden, 2 * dim)
         )
         bias = self.param("readout_bias", nn.initializers.zeros, (self.num_steps, 2 * dim))
-        index = t - 1
-        out = jnp.einsum("nh,nho->no", hidden, kernel[index]) + bias[index]
+        out = jnp.einsum("nh,nho->no", hidden, step_rows(kernel, t)) + step_rows(bias, t)
         return out[:, :dim], out[:, dim:]
 
 
@@ -83,8 +82,7 @@ class HeartbeatMLP(nn.Module):
         kernel = self.param("readout_kernel", nn.initializers.zeros, (rows, self.num_hidden, dim))
         bias = self.param("readout_bias", nn.initializers.zeros, (rows, dim))
         if not self.readout_basis:
-            index = t - 1
-            return jnp.einsum("nh,nhd->nd", h, kernel[index]) + bias[index]
-        g = bump_basis(self.num_steps, self.readout_basis, relative_width=1.0)[t - 1]  # (N, J)
+            return jnp.einsum("nh,nhd->nd", h, step_rows(kernel, t)) + step_rows(bias, t)
+        g = step_rows(bump_basis(self.num_steps, self.readout_basis, relative_width=1.0), t)
         per_bump = jnp.einsum("nh,jhd->njd", h, kernel) + bias  # (N, J, D)
         return jnp.einsum("nj,njd->nd", g, per_bump)
