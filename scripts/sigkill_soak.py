@@ -4,9 +4,10 @@ compared bitwise with an uninterrupted run of the same config.
   python scripts/sigkill_soak.py --experiment swiss_roll --kills 20 [--seed 0] [--out FILE]
   python scripts/sigkill_soak.py --experiment dead_leaves --kills 20
 
-Each kill is drawn from the seeded generator: either at a random training step, a random
-0-30 ms after that step's batch was asked for (mid-step), or a random 0-30 ms after a
-random checkpoint's asynchronous write began (mid-write). The experiment runs in a child
+The kill moments are drawn from the seeded generator, spread over the whole run (sorted
+uniform points of training progress); each is either a random 0-30 ms after that step's
+batch was asked for (mid-step) or a random 0-30 ms after the next checkpoint's
+asynchronous write began (mid-write). The experiment runs in a child
 process (``python -c CHILD``) that kills itself there; the kill is a real SIGKILL. After
 every kill all checkpoints orbax lists must restore (none corrupt). After the last kill the
 command runs to the end; its final train state (parameters, EMA, optimiser state, step,
@@ -151,13 +152,17 @@ def soak(experiment: str, kills: int, seed: int, root: Path) -> dict:
     proc = _run(experiment, straight, child=False)
     if proc.returncode:
         raise RuntimeError(f"uninterrupted run failed:\n{proc.stderr[-3000:]}")
-    events, failures = [], []
-    for i in range(kills):
+    # Kill moments spread over the whole run: sorted random points of training progress,
+    # each a step (mid-step kill) or the next checkpoint's write (mid-write kill), never
+    # behind the latest checkpoint (the resumed run must still reach it).
+    moments = np.sort(rng.uniform(0, num_steps, size=kills))
+    events, failures, latest = [], [], 0
+    for i, moment in enumerate(moments):
         mode = "write" if rng.random() < 0.5 else "step"
         if mode == "write":
-            at = int(rng.integers(1, num_steps // every + 1)) * every
+            at = max(int(np.ceil(moment / every)), latest // every + 1) * every
         else:
-            at = int(rng.integers(0, num_steps))
+            at = max(int(moment), latest)
         delay = float(rng.uniform(0.0, 0.03))
         env = {"SOAK_MODE": mode, "SOAK_AT": str(at), "SOAK_DELAY": f"{delay:.4f}"}
         proc = _run(experiment, killed, env)
@@ -174,13 +179,14 @@ def soak(experiment: str, kills: int, seed: int, root: Path) -> dict:
             "all_restore": ok,
         }
         events.append(event)
-        # A kill scheduled past the point the run reached (already finished) ends with 0.
         if proc.returncode not in (-signal.SIGKILL, 0):
             failures.append(f"kill {i + 1}: exit {proc.returncode}: {proc.stderr[-1500:]}")
         if not ok:
             failures.append(f"kill {i + 1}: a listed checkpoint does not restore")
-        if proc.returncode == 0:  # finished: start over from scratch for the next kills
+        latest = max(steps, default=0)
+        if proc.returncode == 0 or latest >= num_steps:  # done: start over for the next kills
             shutil.rmtree(killed)
+            latest = 0
     proc = _run(experiment, killed, child=False)
     if proc.returncode:
         failures.append(f"final resume: exit {proc.returncode}: {proc.stderr[-1500:]}")

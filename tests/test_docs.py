@@ -36,6 +36,7 @@ THIRD_PARTY = {
     "ml_collections",
     "os",
     "sys",
+    "fcntl",
     "pytest",
     "plt",
     "matplotlib",

@@ -104,7 +104,12 @@ def _choice_sources(name: str) -> dict:
         "model.compute_dtype": image_config.COMPUTE_DTYPES,
     }
     tfds = {"data.dataset": tuple(sorted(images.IMAGE_SHAPES))}
-    return {**tfds, **model} if name in ("mnist", "cifar10") else model
+    if name == "cifar10":
+        return {**tfds, "data.source": image_config.FILE_SOURCES, **model}
+    if name == "mnist":
+        sources = image_config.FILE_SOURCES + image_config.DIGIT_SOURCES
+        return {**tfds, "data.source": sources, **model}
+    return model
 
 
 @pytest.mark.parametrize("name", NAMES)

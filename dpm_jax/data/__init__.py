@@ -1,10 +1,13 @@
-"""Data: toy generators, TFDS images (MNIST, CIFAR-10) read without TensorFlow, dead leaves
-and the UIUC bark textures.
+"""Data: toy generators, TFDS images (MNIST, CIFAR-10) read without TensorFlow, .npz/.npy
+files and image folders, real digits shipped with pip packages, dead leaves and the UIUC bark
+textures.
 
-Images: loading and pixel checks (``images``), deterministic training batches
-(``batching``), dequantisation and scaling to model units (``scaling``).
+Images: loading and pixel checks (``images``), local files (``arrays``), offline digits
+(``digits``), deterministic training batches (``batching``), dequantisation and scaling to
+model units (``scaling``).
 """
 
+from dpm_jax.data.arrays import fixed_split, load_array_split, load_folder_split
 from dpm_jax.data.bark import (
     BARK_CLASSES,
     find_bark_files,
@@ -27,6 +30,7 @@ from dpm_jax.data.batching import (
 from dpm_jax.data.dead_leaves import DeadLeavesConfig, sample_radii
 from dpm_jax.data.dead_leaves import generate as generate_dead_leaves
 from dpm_jax.data.dead_leaves import train_test as dead_leaves_train_test
+from dpm_jax.data.digits import DependencyMissing, load_digits_8x8, load_mnist_5k
 from dpm_jax.data.heartbeat import Heartbeat
 from dpm_jax.data.images import (
     IMAGE_SHAPES,
@@ -52,6 +56,7 @@ __all__ = [
     "ArraySource",
     "DatasetNotPrepared",
     "DeadLeavesConfig",
+    "DependencyMissing",
     "Heartbeat",
     "ImageScaling",
     "SwissRoll",
@@ -61,15 +66,20 @@ __all__ = [
     "dequantize",
     "epoch_permutation",
     "find_bark_files",
+    "fixed_split",
     "fit_scaling",
     "gather_images",
     "generate_dead_leaves",
     "grid_patches",
     "grid_positions",
     "load_bark_images",
+    "load_array_split",
     "load_bark_split",
+    "load_digits_8x8",
+    "load_folder_split",
     "load_grey",
     "load_image_source",
+    "load_mnist_5k",
     "pixel_moments",
     "preprocess",
     "random_patches",

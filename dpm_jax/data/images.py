@@ -5,7 +5,9 @@ Loading. ``load_image_source`` reads a prepared TFDS dataset through ``tfds.data
 are dicts whose ``"image"`` is uint8 NHWC without the batch axis: (28, 28, 1) for MNIST,
 (32, 32, 3) for CIFAR-10. Nothing is downloaded: an unprepared dataset raises
 ``DatasetNotPrepared`` with the command that prepares it elsewhere. Generated data sets
-(dead leaves, bark patches) are served by ``ArraySource`` in the same form.
+(dead leaves, bark patches) and local files (``dpm_jax.data.arrays``: .npz/.npy arrays and
+image folders; ``dpm_jax.data.digits``: real digits shipped with pip packages) are served by
+``ArraySource`` in the same form.
 
 Any *source* with ``__len__`` and ``__getitem__`` (optionally ``__getitems__``) returning
 dicts with an ``"image"`` key works, so tests use a plain NumPy fake. Batches of a source:
@@ -178,29 +180,43 @@ def check_image_size(height: int, width: int, num_scales: int) -> None:
 
 
 class ArraySource:
-    """An in-memory data source over uint8 images (N, H, W, C), for generated data sets.
+    """An in-memory data source over uint8 images (N, H, W, C), for generated data sets and
+    local files (``dpm_jax.data.arrays``).
 
     Serves ``{"image": images[i]}`` like a TFDS data source, so the batching functions
-    above work unchanged.
+    above work unchanged; with ``labels`` (integers, one per image) also ``"label"``.
     """
 
-    def __init__(self, pixels: np.ndarray):
+    def __init__(self, pixels: np.ndarray, labels: np.ndarray | None = None):
         pixels = np.asarray(pixels)
         if pixels.dtype != np.uint8 or pixels.ndim != 4:
             raise ValueError(
                 f"ArraySource needs uint8 images (N, H, W, C); got dtype {pixels.dtype} and "
                 f"shape {pixels.shape}. Quantise with images.to_uint8 first."
             )
+        if labels is not None:
+            labels = np.asarray(labels)
+            if labels.shape != (len(pixels),) or not np.issubdtype(labels.dtype, np.integer):
+                raise ValueError(
+                    f"ArraySource labels must be integers of shape ({len(pixels)},), one per "
+                    f"image; got dtype {labels.dtype} and shape {labels.shape}."
+                )
         self.pixels = pixels
+        self.labels = labels
 
     def __len__(self) -> int:
         return len(self.pixels)
 
+    def _example(self, i) -> dict[str, np.ndarray]:
+        if self.labels is None:
+            return {"image": self.pixels[i]}
+        return {"image": self.pixels[i], "label": self.labels[i]}
+
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
-        return {"image": self.pixels[i]}
+        return self._example(i)
 
     def __getitems__(self, keys) -> list[dict[str, np.ndarray]]:
-        return [{"image": self.pixels[k]} for k in keys]
+        return [self._example(k) for k in keys]
 
 
 def to_uint8(values: np.ndarray) -> np.ndarray:

@@ -18,8 +18,10 @@ def step_rows(table: jnp.ndarray, t: jnp.ndarray) -> jnp.ndarray:
     """Row t - 1 of a per-step ``table`` (T, ...) for each t (N,): shape (N, ...).
 
     A t outside 1..T (a model built for another T than the schedule's) is a ValueError when
-    t is concrete and gives NaN rows under jit (``mode="fill"``), never a clamped row, so
-    the bound comes out non-finite rather than plausible and wrong.
+    t is concrete and gives NaN rows under jit, never a clamped row, so the bound comes out
+    non-finite rather than plausible and wrong. In range, values and gradients are those of
+    ``table[t - 1]`` bit for bit (a ``take(mode="fill")`` or a select compiled to other
+    fused arithmetic and changed trained runs by float rounding).
     """
     num_steps = table.shape[0]
     if not isinstance(t, jax.core.Tracer):
@@ -30,7 +32,12 @@ def step_rows(table: jnp.ndarray, t: jnp.ndarray) -> jnp.ndarray:
                 f"t in {int(values.min())}..{int(values.max())}. Build the model with the "
                 "schedule's T (num_steps)."
             )
-    return jnp.take(table, t - 1, axis=0, mode="fill", fill_value=jnp.nan)
+    rows = table[t - 1]
+    outside = (t < 1) | (t > num_steps)
+    # NaN added where t is outside, 0 elsewhere, behind stop_gradient: the rows' values and
+    # gradients keep the arithmetic of the plain gather bit for bit (a select did not).
+    poison = jnp.where(outside, jnp.nan, 0.0).astype(rows.dtype)
+    return rows + jax.lax.stop_gradient(poison.reshape(poison.shape + (1,) * (rows.ndim - 1)))
 
 
 def bump_basis(num_steps: int, num_basis: int, relative_width: float = 0.5) -> jnp.ndarray:
