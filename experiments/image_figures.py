@@ -38,8 +38,9 @@ def posterior_figure(
 
     Rows: holdout images; observed with unit-variance Gaussian noise (SNR 1 on unit-variance
     data); denoised by the paper's factor method (Fig. 3, approximate); denoised exactly
-    (``conditioning.denoise_exact``); the central square (half the side) hidden; inpainted
-    (Fig. 5). All shown in [0, 1] pixel units.
+    (``conditioning.denoise_exact``); the central square (half the side) hidden; inpainted by
+    clamping the known pixels (Fig. 5) and by re-noising them to each step's level
+    (``conditioning.inpaint(method="renoise")``). All shown in [0, 1] pixel units.
     """
     n = min(config.eval.num_posterior_examples, len(test_source))
     pixels = gather_images(test_source, np.arange(n))
@@ -57,6 +58,9 @@ def posterior_figure(
     paper = jax.jit(lambda k: conditioning.denoise(sched, fn, k, y, 1.0))(keys[2])
     exact = jax.jit(lambda k: conditioning.denoise_exact(sched, fn, k, y, 1.0))(keys[3])
     filled = jax.jit(lambda k: conditioning.inpaint(sched, fn, k, x0, known))(keys[4])
+    renoised = jax.jit(lambda k: conditioning.inpaint(sched, fn, k, x0, known, method="renoise"))(
+        jax.random.fold_in(key, 5)
+    )
     show = lambda z: np.asarray(scaling.invert(z))  # noqa: E731
     if jax.process_index() != 0:  # every process samples (global arrays), one writes
         return
@@ -68,7 +72,8 @@ def posterior_figure(
             ("denoised, paper's factor method (Fig. 3)", show(paper)),
             ("denoised, exact (start at the matched noise level)", show(exact)),
             ("central square hidden", show(jnp.where(known, x0, scaling.apply(0.5)))),
-            ("inpainted (Fig. 5)", show(filled)),
+            ("inpainted, known pixels clamped (Fig. 5)", show(filled)),
+            ("inpainted, known pixels re-noised", show(renoised)),
         ],
         title=f"{name}: posterior sampling",
     )
