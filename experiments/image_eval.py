@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from dpm_jax import evaluation, gaussian, likelihood, terms
+from dpm_jax import baselines, evaluation, gaussian, likelihood, terms
 from dpm_jax.data.batching import gather_images
 from dpm_jax.data.scaling import ImageScaling, preprocess
 from experiments import common, image_model
@@ -67,6 +67,9 @@ def evaluate(config: ImageConfig, params, scaling, test_source, key) -> dict:
     k_pix, k_pix_se = likelihood.mean_and_stderr(k / pixels)
     kn, kn_se = likelihood.mean_and_stderr((k - null) / pixels)
     bpd, bpd_se = likelihood.mean_and_stderr(likelihood.bits_per_dim_8bit(k, dims, scaling))
+    null_bpd, null_bpd_se = likelihood.mean_and_stderr(
+        likelihood.bits_per_dim_8bit(null, dims, scaling)
+    )
     return {
         "K": k_pix,
         "K_stderr": k_pix_se,
@@ -82,6 +85,10 @@ def evaluate(config: ImageConfig, params, scaling, test_source, key) -> dict:
         "nll_bits_per_dim_8bit_stderr": bpd_se,
         "nll_bits_per_dim_8bit_kind": "upper bound on -log2 P(8-bit pixels) per dimension: "
         "-K/D - log2(scale/256) (uniform dequantisation plus the scaling's Jacobian)",
+        "L_null_nll_bits_per_dim_8bit": null_bpd,
+        "L_null_nll_bits_per_dim_8bit_stderr": null_bpd_se,
+        "L_null_nll_bits_per_dim_8bit_kind": "the isotropic Gaussian N(0, I) on the same "
+        "dequantised, scaled test images, in the same unit: an upper bound like the model's",
         "num_test_examples": int(limit),
         "test_set_size": int(len(test_source)),
     }
@@ -106,3 +113,20 @@ class _Prefix:
             raise IndexError(keys)
         getitems = getattr(self.source, "__getitems__", None)
         return getitems(keys) if getitems else [self.source[k] for k in keys]
+
+
+def pixel_categorical_results(train_source, test_source, num_test: int) -> dict:
+    """The independent per-pixel 256-way categorical model fitted to every training image
+    (add-one smoothing; ``dpm_jax.baselines``): its exact NLL of the first ``num_test``
+    test images, bits per dimension of the 8-bit data, with its standard error."""
+    train = gather_images(train_source, np.arange(len(train_source)))
+    test = gather_images(test_source, np.arange(num_test))
+    nll = baselines.pixel_categorical_nll_bits_per_dim(baselines.fit_pixel_categorical(train), test)
+    mean, se = likelihood.mean_and_stderr(nll)
+    return {
+        "pixel_categorical_nll_bits_per_dim_8bit": mean,
+        "pixel_categorical_nll_bits_per_dim_8bit_stderr": se,
+        "pixel_categorical_kind": "exact -log2 P per dimension under independent per-pixel "
+        f"256-way categoricals fitted to the {len(train_source)} training images (add-one "
+        "smoothing): the floor any image model must beat",
+    }

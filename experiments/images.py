@@ -57,6 +57,11 @@ class ImageExperiment(common.Experiment):
         state = train(self, config, workdir, train_source, scaling, eval_only)
         params = train_state.eval_params(state, config.train.ema_decay)
         results = image_eval.evaluate(config, params, scaling, test_source, keys["eval"])
+        results.update(
+            image_eval.pixel_categorical_results(
+                train_source, test_source, results["num_test_examples"]
+            )
+        )
         out = common.output_dir(workdir, eval_only)
         figures = image_figures.draw_figures(
             self.name, config, state, scaling, test_source, keys, out
@@ -108,6 +113,10 @@ class ImageExperiment(common.Experiment):
             f"{r['K_minus_L_null_stderr']:.3f}   [paper: {paper.get('K_minus_L_null', 'n/a')}]",
             f"  NLL, 8-bit scale       = {r['nll_bits_per_dim_8bit']:.3f} +- "
             f"{r['nll_bits_per_dim_8bit_stderr']:.3f} bits/dim (upper bound)",
+            f"  baselines, same images = L_null {r['L_null_nll_bits_per_dim_8bit']:.3f} +- "
+            f"{r['L_null_nll_bits_per_dim_8bit_stderr']:.3f} (upper bound), per-pixel "
+            f"categorical {r['pixel_categorical_nll_bits_per_dim_8bit']:.3f} +- "
+            f"{r['pixel_categorical_nll_bits_per_dim_8bit_stderr']:.3f} (exact) bits/dim",
         ]
         if "parzen_log_likelihood_bits" in r:
             lines += [
