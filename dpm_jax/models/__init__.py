@@ -13,6 +13,7 @@ from dpm_jax.models.multiscale import (
 )
 from dpm_jax.models.temporal import bump_basis, temporal_readout
 from dpm_jax.models.toy import HeartbeatMLP, NormalizedRBFNetwork
+from dpm_jax.models.unet import UNet, UNetConfig
 
 __all__ = [
     "PAPER_STYLE",
@@ -23,6 +24,8 @@ __all__ = [
     "MultiScaleConv",
     "MultiScaleConvNet",
     "NormalizedRBFNetwork",
+    "UNet",
+    "UNetConfig",
     "bump_basis",
     "paper_network",
     "reference_code_network",
