@@ -54,7 +54,7 @@ posterior N(y/2, 1/2). With the exact reverse kernel, T = 40 steps and y = 1.5 t
 gives (0.833, 0.409), biased too, differently. Treat both as the paper's heuristic, not as exact posterior
 sampling; for a Gaussian observation use :func:`denoise_exact`.
 
-The module is longer than most (about 450 lines, an eighth of them this account): the four
+The module is longer than most (about 510 lines, an eighth of them this account): the four
 samplers, the kernel transforms they apply and the measured account of which are exact
 belong together; their input checks live in :mod:`dpm_jax.validation`.
 
