@@ -44,10 +44,18 @@ class TrainState:
 
 
 def create_train_state(params, tx: optax.GradientTransformation, rng: jax.Array) -> TrainState:
-    """Step 0: the optimiser initialised at ``params``, the EMA starting at ``params``."""
+    """Step 0: the optimiser initialised at ``params``, the EMA starting at ``params``.
+
+    ``rng`` may be a raw ``jax.random.PRNGKey`` or a typed ``jax.random.key``; a typed key is
+    stored as its raw key data, which checkpoints save and restore like any array (a typed
+    key was refused on resume as "another model").
+    """
 
     def zero():  # one buffer per field: the train step donates them
         return jnp.array(0, jnp.int32)
+
+    if jax.dtypes.issubdtype(jnp.asarray(rng).dtype, jax.dtypes.prng_key):
+        rng = jax.random.key_data(rng)
 
     return TrainState(
         step=zero(),

@@ -345,3 +345,19 @@ def test_results_hold_null_for_nan_and_files_take_the_umask(tmp_path):
     sr.run(TINY, tmp_path / "run")
     for name in ("results.json", "config.json", "metrics.jsonl"):
         assert stat.S_IMODE((tmp_path / "run" / name).stat().st_mode) == 0o666 & ~mask, name
+
+
+# Found on the way: a typed jax.random.key in the train state -------------------------------
+
+
+def test_a_typed_prng_key_is_stored_raw_and_its_checkpoint_restores(tmp_path):
+    tx = optax.sgd(0.1)
+    typed = train_state.create_train_state({"w": jnp.ones(2)}, tx, jax.random.key(0))
+    raw = train_state.create_train_state({"w": jnp.ones(2)}, tx, jax.random.PRNGKey(0))
+    np.testing.assert_array_equal(typed.rng, raw.rng)  # same stream either way
+    manager = checkpoints.checkpoint_manager(tmp_path)
+    checkpoints.save(manager, 3, typed.replace(step=jnp.array(3, jnp.int32)))
+    manager.wait_until_finished()
+    restored = checkpoints.restore_latest(checkpoints.checkpoint_manager(tmp_path), typed)
+    assert int(restored.step) == 3
+    np.testing.assert_array_equal(restored.rng, raw.rng)
