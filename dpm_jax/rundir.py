@@ -52,6 +52,11 @@ def _json_safe(obj):
     return obj
 
 
+def _check_not_a_file(workdir: Path) -> None:
+    if workdir.exists() and not workdir.is_dir():
+        raise ValueError(f"--workdir {workdir} is a file, not a directory; pass a directory.")
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -126,8 +131,7 @@ def check_run_compatible(
     Raises before anything in the workdir is touched.
     """
     path = Path(workdir) / CONFIG_FILE
-    if Path(workdir).exists() and not Path(workdir).is_dir():
-        raise ValueError(f"--workdir {workdir} is a file, not a directory; pass a directory.")
+    _check_not_a_file(Path(workdir))
     if not path.exists():
         if (Path(workdir) / CHECKPOINT_DIR).exists():
             raise RuntimeError(
@@ -207,8 +211,7 @@ def append_metrics(path: Path, step: int, values: dict) -> None:
 def prepare_workdir(workdir: Path) -> Path:
     """Creates ``workdir`` (and its parents); a clear error when it cannot be written."""
     workdir = Path(workdir)
-    if workdir.exists() and not workdir.is_dir():
-        raise ValueError(f"--workdir {workdir} is a file, not a directory; pass a directory.")
+    _check_not_a_file(workdir)
     try:
         workdir.mkdir(parents=True, exist_ok=True)
         probe = tempfile.NamedTemporaryFile(dir=workdir, prefix=".write-test")

@@ -113,15 +113,16 @@ def check_reverse_fn_steps(schedule, reverse_fn, name: str = "reverse_fn") -> No
         )
 
 
-def check_timesteps(t, num_steps: int, low: int = 0, name: str = "t") -> None:
-    """Concrete t must lie in low..T (inside jit values cannot be checked)."""
+def check_timesteps(t, num_steps: int, low: int = 0, name: str = "t", hint: str = "") -> None:
+    """Concrete t must lie in low..T (inside jit values cannot be checked); ``hint`` ends the
+    message."""
     if not is_concrete(t):
         return
     values = np.asarray(t)
     if values.size and (values.min() < low or values.max() > num_steps):
         raise ValueError(
             f"{name} must lie in {low}..{num_steps} (T = {num_steps}); got values in "
-            f"{int(values.min())}..{int(values.max())}."
+            f"{int(values.min())}..{int(values.max())}.{' ' + hint if hint else ''}"
         )
 
 

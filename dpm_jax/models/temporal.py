@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dpm_jax.validation import check_timesteps
+
 
 def step_rows(table: jnp.ndarray, t: jnp.ndarray) -> jnp.ndarray:
     """Row t - 1 of a per-step ``table`` (T, ...) for each t (N,): shape (N, ...).
@@ -24,14 +26,9 @@ def step_rows(table: jnp.ndarray, t: jnp.ndarray) -> jnp.ndarray:
     fused arithmetic and changed trained runs by float rounding).
     """
     num_steps = table.shape[0]
-    if not isinstance(t, jax.core.Tracer):
-        values = np.asarray(t)
-        if values.size and (values.min() < 1 or values.max() > num_steps):
-            raise ValueError(
-                f"t must lie in 1..{num_steps} (this model was built for T = {num_steps}); got "
-                f"t in {int(values.min())}..{int(values.max())}. Build the model with the "
-                "schedule's T (num_steps)."
-            )
+    check_timesteps(
+        t, num_steps, low=1, hint="This model was built for that T; build it with the schedule's T."
+    )
     rows = table[t - 1]
     outside = (t < 1) | (t > num_steps)
     # NaN added where t is outside, 0 elsewhere, behind stop_gradient: the rows' values and
