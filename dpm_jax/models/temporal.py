@@ -26,9 +26,8 @@ def step_rows(table: jnp.ndarray, t: jnp.ndarray) -> jnp.ndarray:
     fused arithmetic and changed trained runs by float rounding).
     """
     num_steps = table.shape[0]
-    check_timesteps(
-        t, num_steps, low=1, hint="This model was built for that T; build it with the schedule's T."
-    )
+    hint = f"This model was built for T = {num_steps}; build it with the schedule's T."
+    check_timesteps(t, num_steps, low=1, hint=hint)
     rows = table[t - 1]
     outside = (t < 1) | (t > num_steps)
     # NaN added where t is outside, 0 elsewhere, behind stop_gradient: the rows' values and
