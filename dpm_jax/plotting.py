@@ -206,3 +206,40 @@ def image_rows(path: Path, rows: list[tuple[str, np.ndarray]], title: str | None
         for c, image in enumerate(images):
             fig.image(fig.left + LABEL_WIDTH + c * step_x, y, image, zoom)
     fig.save(path)
+
+
+def learning_curve(
+    path: Path,
+    steps: np.ndarray,
+    values: np.ndarray,
+    levels: dict[str, float],
+    *,
+    ylabel: str,
+    title: str | None = None,
+    window: int = 20,
+) -> None:
+    """A training curve: ``values`` logged at ``steps`` (faint) and their running mean over
+    ``window`` log points, with each of ``levels`` ({label: value}, e.g. a held-out bound
+    and baselines in the same unit) as a labelled horizontal line."""
+    steps, values = np.asarray(steps, np.float64), np.asarray(values, np.float64)
+    if steps.shape != values.shape or steps.ndim != 1 or len(steps) == 0:
+        raise ValueError(
+            f"steps and values must be equal 1-D arrays, got {steps.shape} and {values.shape}."
+        )
+    window = max(1, min(window, len(values)))
+    smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    ax.plot(steps, values, color="0.75", lw=0.8, label="logged (one batch each)")
+    ax.plot(steps[window - 1 :], smooth, color="C0", lw=1.8, label=f"running mean of {window}")
+    for i, (label, value) in enumerate(levels.items()):
+        ax.axhline(value, color=f"C{i + 1}", ls="--", lw=1.2, label=f"{label}: {value:.3f}")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -206,6 +206,8 @@ class ImageEvalConfig(cfg.EvalConfig):
         "parzen_samples": "model samples for Table 2's Parzen-window estimate (0: no estimate)",
         "parzen_validation": "last training images the Parzen bandwidth is chosen on (at most "
         "half the training set)",
+        "inpainting_examples": "test images both inpainting methods are measured on (squared "
+        "error and conditional bound of the hidden central square; 0: not measured)",
     }
 
     num_test: int = 0
@@ -214,12 +216,13 @@ class ImageEvalConfig(cfg.EvalConfig):
     num_posterior_examples: int = 8
     parzen_samples: int = 0
     parzen_validation: int = 1_000
+    inpainting_examples: int = 100
 
     def __post_init__(self):
         super().__post_init__()
         sizes = ("num_samples", "num_posterior_examples", "parzen_validation")
         cfg.require(self, "eval.", sizes, 1)
-        cfg.require(self, "eval.", ("parzen_samples",), 0)
+        cfg.require(self, "eval.", ("parzen_samples", "inpainting_examples"), 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,6 +300,7 @@ MUTABLE_KEYS = (
     "eval.num_posterior_examples",
     "eval.parzen_samples",
     "eval.parzen_validation",
+    "eval.inpainting_examples",
     "eval.forward_samples",
 )
 

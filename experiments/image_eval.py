@@ -70,6 +70,13 @@ def evaluate(config: ImageConfig, params, scaling, test_source, key) -> dict:
     null_bpd, null_bpd_se = likelihood.mean_and_stderr(
         likelihood.bits_per_dim_8bit(null, dims, scaling)
     )
+    # L_T >= 0 and every KL term >= 0, so K <= -L_0: Eq. 44's fixed first step caps K
+    # whatever the network learns (its variance beta_1 sets the finest resolution).
+    ceiling = -values["decoder_L_0"]
+    cap, cap_se = likelihood.mean_and_stderr(ceiling / pixels)
+    floor, floor_se = likelihood.mean_and_stderr(
+        likelihood.bits_per_dim_8bit(ceiling, dims, scaling)
+    )
     return {
         "K": k_pix,
         "K_stderr": k_pix_se,
@@ -89,6 +96,12 @@ def evaluate(config: ImageConfig, params, scaling, test_source, key) -> dict:
         "L_null_nll_bits_per_dim_8bit_stderr": null_bpd_se,
         "L_null_nll_bits_per_dim_8bit_kind": "the isotropic Gaussian N(0, I) on the same "
         "dequantised, scaled test images, in the same unit: an upper bound like the model's",
+        "K_ceiling": cap,
+        "K_ceiling_stderr": cap_se,
+        "K_ceiling_kind": "-L_0, the largest K any reverse network can reach with this schedule "
+        "(L_T and the KL terms are >= 0; L_0 is Eq. 44's fixed first step, closed form)",
+        "nll_bits_per_dim_8bit_floor": floor,
+        "nll_bits_per_dim_8bit_floor_stderr": floor_se,
         "num_test_examples": int(limit),
         "test_set_size": int(len(test_source)),
     }

@@ -30,7 +30,14 @@ from dpm_jax import rundir, runner, sharding, train_state
 from dpm_jax.data import arrays, digits, images
 from dpm_jax.data.batching import gather_images, train_batch_indices
 from dpm_jax.data.scaling import ImageScaling, fit_scaling
-from experiments import common, image_eval, image_figures, image_model, image_parzen
+from experiments import (
+    common,
+    image_eval,
+    image_figures,
+    image_inpainting,
+    image_model,
+    image_parzen,
+)
 from experiments.image_config import ImageConfig
 
 SCALING_FILE = "scaling.json"
@@ -66,12 +73,24 @@ class ImageExperiment(common.Experiment):
         figures = image_figures.draw_figures(
             self.name, config, state, scaling, test_source, keys, out
         )
+        if config.eval.inpainting_examples:
+            results["inpainting"] = image_inpainting.inpainting_results(
+                config, params, scaling, test_source, jax.random.fold_in(keys["eval"], 1)
+            )
         if config.eval.parzen_samples:
             results.update(
                 image_parzen.parzen_results(
                     config, params, scaling, train_source, test_source, keys["ceiling"]
                 )
             )
+        curve = image_figures.learning_curve_figure(
+            self.name,
+            workdir,
+            results,
+            scaling,
+            out / "figures" / f"{self.name}_learning_curve.png",
+        )
+        figures += [curve] if curve else []
         results["scaling"] = dataclasses.asdict(scaling)
         results["num_parameters"] = int(sum(p.size for p in jax.tree.leaves(state.params)))
         return common.write_results(
@@ -96,9 +115,20 @@ class ImageExperiment(common.Experiment):
         state = runner.restore_run(workdir, _initial_state(config, keys), mesh, flag="--figures")
         scaling = scaling_for_run(config, workdir, None, eval_only=True)
         test_source = self.load_split(config, "test")
-        return image_figures.draw_figures(
+        figures = image_figures.draw_figures(
             self.name, config, state, scaling, test_source, keys, workdir
         )
+        results_path = workdir / "results.json"
+        if results_path.exists():  # the learning curve's levels come from the last evaluation
+            curve = image_figures.learning_curve_figure(
+                self.name,
+                workdir,
+                json.loads(results_path.read_text()),
+                scaling,
+                workdir / "figures" / f"{self.name}_learning_curve.png",
+            )
+            figures += [curve] if curve else []
+        return figures
 
     def report(self, results: dict) -> str:
         r = results
@@ -118,6 +148,21 @@ class ImageExperiment(common.Experiment):
             f"categorical {r['pixel_categorical_nll_bits_per_dim_8bit']:.3f} +- "
             f"{r['pixel_categorical_nll_bits_per_dim_8bit_stderr']:.3f} (exact) bits/dim",
         ]
+        if "K_ceiling" in r:
+            lines.append(
+                f"  ceiling (schedule)     = K <= {r['K_ceiling']:.3f} {self.units}, NLL >= "
+                f"{r['nll_bits_per_dim_8bit_floor']:.3f} bits/dim (Eq. 44's fixed first step)"
+            )
+        for method in ("clamp", "renoise"):
+            m = r.get("inpainting", {}).get(method)
+            if m:
+                lines.append(
+                    f"  inpainting, {method:<11}= squared error {m['squared_error']:.4f} +- "
+                    f"{m['squared_error_stderr']:.4f} per hidden pixel; K_hidden "
+                    f"{m['K_hidden']:.3f} +- {m['K_hidden_stderr']:.3f} bits/pixel "
+                    f"({m['nll_bits_per_dim_8bit']:.3f} +- "
+                    f"{m['nll_bits_per_dim_8bit_stderr']:.3f} bits/dim, 8-bit)"
+                )
         if "parzen_log_likelihood_bits" in r:
             lines += [
                 f"  Parzen estimate        = {r['parzen_log_likelihood_bits']:.1f} +- "

