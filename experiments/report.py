@@ -128,6 +128,13 @@ ROWS = (
                 optional=True,
             ),
             Value("Parzen", "parzen_log_likelihood_bits", "bits/image", optional=True),
+            Value(
+                "Parzen of 1,000 training digits",
+                "parzen_perfect_model_bits",
+                "bits/image",
+                optional=True,
+            ),
+            Value("ceiling of the schedule", "K_ceiling", "bits/pixel", optional=True),
         ),
     ),
 )
