@@ -26,7 +26,6 @@ import optax
 
 from dpm_jax import (
     discretized,
-    evaluation,
     gaussian,
     likelihood,
     objectives,
@@ -143,19 +142,8 @@ def exact_bound_fn(config: DDPMConfig, params):
 
 def evaluate(config: DDPMConfig, params, test_source, train_source, key) -> dict:
     """The exact bound over the test images in bits/dim, its terms, the 2015 unit, baselines."""
-    num_test = config.eval.num_test
-    limit = len(test_source) if num_test == 0 else min(num_test, len(test_source))
-    source = test_source if limit == len(test_source) else image_eval._Prefix(test_source, limit)
-    values = evaluation.evaluate(
-        evaluation.averaged_over_draws(
-            evaluation.per_example_keys(exact_bound_fn(config, params)),
-            config.eval.forward_samples,
-        ),
-        source,
-        key,
-        batch_size=config.eval.batch_size,
-        gather=gather_images,
-        desc="exact bound",
+    values, limit = image_eval.over_test_images(
+        exact_bound_fn(config, params), config.eval, test_source, key, "exact bound"
     )
     k = values["K"]
     if not np.all(np.isfinite(k)):

@@ -327,6 +327,7 @@ def legacy_keys(data_keys: dict[str, str | None]) -> dict[str, str | None]:
         "num_posterior_examples": "eval.num_posterior_examples",
         "parzen_samples": "eval.parzen_samples",
         "parzen_validation": "eval.parzen_validation",
+        "inpainting_examples": "eval.inpainting_examples",  # added after sections; no flat run
     }
     return {**cfg.LEGACY_KEYS, **shared, **data_keys}
 

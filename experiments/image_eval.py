@@ -42,19 +42,9 @@ def evaluate(config: ImageConfig, params, scaling, test_source, key) -> dict:
     Test image i is dequantised and noised with keys folded from i alone
     (``dpm_jax.evaluation``), so K depends neither on the batch size nor on the devices.
     """
-    num_test = config.eval.num_test
-    limit = len(test_source) if num_test == 0 else min(num_test, len(test_source))
-    source = test_source if limit == len(test_source) else _Prefix(test_source, limit)
     samples = config.eval.forward_samples
-    values, null = evaluation.evaluate(
-        evaluation.averaged_over_draws(
-            evaluation.per_example_keys(exact_bound_fn(config, params, scaling)), samples
-        ),
-        source,
-        key,
-        batch_size=config.eval.batch_size,
-        gather=gather_images,
-        desc="exact K",
+    (values, null), limit = over_test_images(
+        exact_bound_fn(config, params, scaling), config.eval, test_source, key, "exact K"
     )
     k = values["K"]
     if not np.all(np.isfinite(k)):
@@ -105,6 +95,26 @@ def evaluate(config: ImageConfig, params, scaling, test_source, key) -> dict:
         "num_test_examples": int(limit),
         "test_set_size": int(len(test_source)),
     }
+
+
+def over_test_images(bound_fn, eval_config, test_source, key, desc: str):
+    """``bound_fn(uint8 batch, key)`` over the first ``eval_config.num_test`` test images (0:
+    all), averaged over ``eval_config.forward_samples`` draws, with per-image keys
+    (``dpm_jax.evaluation``): (its outputs as float64 (n,) arrays, n)."""
+    num_test = eval_config.num_test
+    limit = len(test_source) if num_test == 0 else min(num_test, len(test_source))
+    source = test_source if limit == len(test_source) else _Prefix(test_source, limit)
+    values = evaluation.evaluate(
+        evaluation.averaged_over_draws(
+            evaluation.per_example_keys(bound_fn), eval_config.forward_samples
+        ),
+        source,
+        key,
+        batch_size=eval_config.batch_size,
+        gather=gather_images,
+        desc=desc,
+    )
+    return values, limit
 
 
 class _Prefix:

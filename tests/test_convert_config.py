@@ -137,7 +137,7 @@ def test_an_old_default_config_converts_to_the_new_default(name, old, config, tm
     assert "converted to dotted keys" in out
     saved = _saved(tmp_path)
     # Keys added after the flat layout are absent; a resumed run takes their defaults.
-    later = ("eval.forward_samples",)
+    later = ("eval.forward_samples", "eval.inpainting_examples")
     want = {k: v for k, v in cfg.to_json(config).items() if k not in later}
     assert saved == {"experiment": name, "config": want}
     assert (tmp_path / convert_config.BACKUP_FILE).read_text() == original

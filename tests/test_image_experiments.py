@@ -243,7 +243,7 @@ def test_bark_small_preset_on_a_generated_folder(tmp_path):
     r = bark.experiment.run(config, tmp_path / "run")
     # Test patches: a 2 x 2 grid of 8-pixel patches in each of the 4 held-out images.
     assert r["num_test_examples"] == 16 and np.isfinite(r["K"])
-    assert r["T"] == 20 and len(r["figures"]) == 2
+    assert r["T"] == 20 and len(r["figures"]) == 3  # samples, posterior, learning curve
 
 
 def test_bark_without_a_folder_says_where_to_get_it(tmp_path, capsys):
