@@ -19,6 +19,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import optax
+from jax.flatten_util import ravel_pytree
 
 from dpm_jax import sharding
 
@@ -90,8 +91,11 @@ def ema_update(ema, params, ema_decay: float):
 
 
 def _all_finite(tree) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+    """Whether every element of every leaf is finite: one reduction over the leaves raveled
+    into one vector. (A reduction per leaf, stacked, made XLA:CPU compile a small U-Net's
+    train step in about 3 minutes instead of 7 s.)"""
+    flat, _ = ravel_pytree(tree)
+    return jnp.all(jnp.isfinite(flat))
 
 
 def _train_step_fn(loss_fn: LossFn, tx: optax.GradientTransformation, ema_decay: float):

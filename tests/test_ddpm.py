@@ -18,12 +18,6 @@ from experiments.ddpm_config import PRESETS
 FAST = {"train.steps": 4, "train.checkpoint_every": 2, "train.log_every": 2, "eval.num_test": 16}
 
 
-# The runner's train step of even the small U-Net takes about 3 minutes to compile on a 2-core
-# CPU. The cause is train_state._all_finite, a stacked reduction per leaf over the new optimiser
-# state and parameters: raveling the trees into one vector compiles in 7 s, but changes the
-# EMA's last-bit rounding, so it waits for a check of the documented runs. Until then the
-# end-to-end runs are slow checks.
-@pytest.mark.slow
 def test_small_preset_end_to_end_and_eval_only_reproduces(tmp_path):
     config = cfg.replace(PRESETS["small"], FAST)
     r = ddpm.experiment.run(config, tmp_path)
@@ -93,7 +87,7 @@ def test_presets_build_for_their_images():
     assert PRESETS["cifar10"].model.unet() == ddpm.unet.CIFAR10
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # full size: the 35.7M-parameter U-Net on a CPU
 def test_cifar10_preset_takes_a_training_step_on_cpu():
     config = cfg.replace(PRESETS["cifar10"], {"train.batch_size": 2})
     params = ddpm.init_params(config, jax.random.key(0))
