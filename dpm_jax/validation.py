@@ -81,11 +81,15 @@ def warn_if_not_unit_variance(x, name: str = "x0") -> None:
         return
     var = float(np.var(np.asarray(x, np.float64)))
     if not 1.0 / UNIT_VARIANCE_TOLERANCE <= var <= UNIT_VARIANCE_TOLERANCE:
+        how = (
+            f"divide the data by {np.sqrt(var):.4g} (one global constant from the training set)"
+            if var > 0
+            else "scale the data set by its standard deviation (this batch is constant)"
+        )
         warnings.warn(
             f"{name} has variance {var:.4g} over this batch, far from 1. K is still a valid "
             "bound, but the paper reports K and K - L_null on data scaled to unit variance; "
-            f"divide the data by {np.sqrt(var):.4g} (one global constant from the training set) "
-            "to compare.",
+            f"{how} to compare.",
             UserWarning,
             stacklevel=3,
         )

@@ -361,3 +361,13 @@ def test_a_typed_prng_key_is_stored_raw_and_its_checkpoint_restores(tmp_path):
     restored = checkpoints.restore_latest(checkpoints.checkpoint_manager(tmp_path), typed)
     assert int(restored.step) == 3
     np.testing.assert_array_equal(restored.rng, raw.rng)
+
+
+def test_the_unit_variance_warning_never_says_divide_by_zero():
+    from dpm_jax import validation
+
+    with pytest.warns(UserWarning, match="this batch is constant") as record:
+        validation.warn_if_not_unit_variance(np.zeros((2000, 2)))
+    assert "divide the data by 0" not in str(record[0].message)
+    with pytest.warns(UserWarning, match="divide the data by 15"):
+        validation.warn_if_not_unit_variance(np.tile([0.0, 30.0], (2000, 1)))
