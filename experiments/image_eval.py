@@ -103,7 +103,7 @@ def over_test_images(bound_fn, eval_config, test_source, key, desc: str):
     (``dpm_jax.evaluation``): (its outputs as float64 (n,) arrays, n)."""
     num_test = eval_config.num_test
     limit = len(test_source) if num_test == 0 else min(num_test, len(test_source))
-    source = test_source if limit == len(test_source) else _Prefix(test_source, limit)
+    source = test_source if limit == len(test_source) else Subset(test_source, range(limit))
     values = evaluation.evaluate(
         evaluation.averaged_over_draws(
             evaluation.per_example_keys(bound_fn), eval_config.forward_samples
@@ -117,25 +117,26 @@ def over_test_images(bound_fn, eval_config, test_source, key, desc: str):
     return values, limit
 
 
-class _Prefix:
-    """The first ``n`` examples of a source."""
+class Subset:
+    """The examples of ``source`` at ``indices`` (a prefix, or any selection), in that order."""
 
-    def __init__(self, source, n: int):
-        self.source, self.n = source, n
+    def __init__(self, source, indices):
+        self.source, self.indices = source, [int(i) for i in indices]
 
     def __len__(self):
-        return self.n
+        return len(self.indices)
 
     def __getitem__(self, i):
-        if not 0 <= i < self.n:
+        if not 0 <= i < len(self):
             raise IndexError(i)
-        return self.source[i]
+        return self.source[self.indices[i]]
 
     def __getitems__(self, keys):
-        if any(not 0 <= k < self.n for k in keys):
+        if any(not 0 <= k < len(self) for k in keys):
             raise IndexError(keys)
+        chosen = [self.indices[k] for k in keys]
         getitems = getattr(self.source, "__getitems__", None)
-        return getitems(keys) if getitems else [self.source[k] for k in keys]
+        return getitems(chosen) if getitems else [self.source[k] for k in chosen]
 
 
 def pixel_categorical_results(train_source, test_source, num_test: int) -> dict:

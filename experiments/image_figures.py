@@ -89,18 +89,20 @@ def draw_figures(name: str, config, state, scaling, test_source, keys, workdir: 
     return [grid, posterior]
 
 
-def learning_curve_figure(name: str, workdir: Path, results: dict, scaling, path: Path):
-    """The training bound estimate per pixel (``metrics.jsonl``) against the held-out exact K,
-    the schedule's ceiling and the baselines, all in bits per pixel on the scaled data; the
-    per-pixel categorical's NLL is converted as K = -(NLL + log2(scale/256)). Returns
-    ``path``, or None when the run logged no metrics."""
+def learning_curve_figure(name: str, workdir: Path, results: dict, scaling, outdir: Path):
+    """``outdir/figures/<name>_learning_curve.png``: the training bound estimate per pixel
+    (``workdir``'s ``metrics.jsonl``) against the held-out exact K, the schedule's ceiling and
+    the baselines, all in bits per pixel on the scaled data; the per-pixel categorical's NLL
+    is converted as K = -(NLL + log2(scale/256)). Returns ``[path]``, or ``[]`` when the run
+    logged no metrics."""
+    path = Path(outdir) / "figures" / f"{name}_learning_curve.png"
     metrics = Path(workdir) / rundir.METRICS_FILE
     records = (
         [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
     )
     records = [r for r in records if "K_per_pixel_estimate" in r]
     if not records or jax.process_index() != 0:
-        return None
+        return []
     shift = math.log2(scaling.scale / 256)
     levels = {"held-out K (exact)": results["K"]}
     if "K_ceiling" in results:
@@ -118,4 +120,4 @@ def learning_curve_figure(name: str, workdir: Path, results: dict, scaling, path
         ylabel="K, bits per pixel (scaled data; higher is better)",
         title=f"{name}: training bound estimate vs held-out K and baselines",
     )
-    return path
+    return [path]

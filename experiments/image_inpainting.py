@@ -21,7 +21,7 @@ import numpy as np
 from dpm_jax import conditional_bound, conditioning, evaluation, likelihood, terms
 from dpm_jax.data.batching import gather_images
 from dpm_jax.data.scaling import ImageScaling, preprocess
-from experiments import image_model
+from experiments import image_eval, image_model
 from experiments.image_config import ImageConfig
 
 
@@ -64,22 +64,6 @@ def measure_fn(config: ImageConfig, params, scaling: ImageScaling):
     return measure
 
 
-class _Subset:
-    """The examples of ``source`` at ``indices``."""
-
-    def __init__(self, source, indices: np.ndarray):
-        self.source, self.indices = source, np.asarray(indices)
-
-    def __len__(self):
-        return len(self.indices)
-
-    def __getitems__(self, keys):
-        return [self.source[int(i)] for i in self.indices[np.asarray(keys)]]
-
-    def __getitem__(self, i):
-        return self.source[int(self.indices[i])]
-
-
 def inpainting_results(config: ImageConfig, params, scaling, test_source, key) -> dict:
     """Both inpainting methods on ``eval.inpainting_examples`` test images, with stderrs over
     the images (``results.json``'s ``inpainting``)."""
@@ -87,7 +71,7 @@ def inpainting_results(config: ImageConfig, params, scaling, test_source, key) -
     indices = np.linspace(0, len(test_source) - 1, count).round().astype(int)
     values = evaluation.evaluate(
         evaluation.per_example_keys(measure_fn(config, params, scaling)),
-        _Subset(test_source, indices),
+        image_eval.Subset(test_source, indices),
         key,
         batch_size=config.eval.batch_size,
         gather=gather_images,

@@ -83,14 +83,7 @@ class ImageExperiment(common.Experiment):
                     config, params, scaling, train_source, test_source, keys["ceiling"]
                 )
             )
-        curve = image_figures.learning_curve_figure(
-            self.name,
-            workdir,
-            results,
-            scaling,
-            out / "figures" / f"{self.name}_learning_curve.png",
-        )
-        figures += [curve] if curve else []
+        figures += image_figures.learning_curve_figure(self.name, workdir, results, scaling, out)
         results["scaling"] = dataclasses.asdict(scaling)
         results["num_parameters"] = int(sum(p.size for p in jax.tree.leaves(state.params)))
         return common.write_results(
@@ -120,14 +113,10 @@ class ImageExperiment(common.Experiment):
         )
         results_path = workdir / "results.json"
         if results_path.exists():  # the learning curve's levels come from the last evaluation
-            curve = image_figures.learning_curve_figure(
-                self.name,
-                workdir,
-                json.loads(results_path.read_text()),
-                scaling,
-                workdir / "figures" / f"{self.name}_learning_curve.png",
+            results = json.loads(results_path.read_text())
+            figures += image_figures.learning_curve_figure(
+                self.name, workdir, results, scaling, workdir
             )
-            figures += [curve] if curve else []
         return figures
 
     def report(self, results: dict) -> str:
