@@ -243,3 +243,29 @@ def learning_curve(
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def rate_distortion_figure(
+    path: Path, rate: np.ndarray, rmse: np.ndarray, *, rate_unit: str, title: str | None = None
+) -> None:
+    """DDPM Fig. 5: distortion and rate against reverse-process steps (T - t), and
+    distortion against rate. ``rate`` and ``rmse`` are indexed by t - 1, t = 1..T."""
+    rate, rmse = np.asarray(rate, np.float64), np.asarray(rmse, np.float64)
+    if rate.shape != rmse.shape or rate.ndim != 1 or len(rate) < 2:
+        raise ValueError(f"rate and rmse must be equal 1-D arrays, got {rate.shape}, {rmse.shape}.")
+    steps = len(rate) - np.arange(1, len(rate) + 1)  # reverse steps taken to reach x^(t)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    axes[0].plot(steps, rmse, color="C0")
+    axes[0].set(xlabel="reverse process steps (T - t)", ylabel="distortion (RMSE, 0..255 scale)")
+    axes[1].plot(steps, rate, color="C1")
+    axes[1].set(xlabel="reverse process steps (T - t)", ylabel=f"rate ({rate_unit})")
+    axes[2].plot(rate, rmse, color="C2")
+    axes[2].set(xlabel=f"rate ({rate_unit})", ylabel="distortion (RMSE, 0..255 scale)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

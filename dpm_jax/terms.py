@@ -55,7 +55,7 @@ def in_bits(terms: BoundTerms) -> dict[str, jax.Array]:
     return {"K": to_bits(terms), **dict(zip(TERM_NAMES, bits, strict=True))}
 
 
-def _steps_and_keys(num_steps: int, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+def steps_and_keys(num_steps: int, key: jax.Array) -> tuple[jax.Array, jax.Array]:
     """t = 2..T (int32, shape (T - 1,)) and one key per t."""
     return jnp.arange(2, num_steps + 1, dtype=jnp.int32), jax.random.split(key, num_steps - 1)
 
@@ -67,11 +67,11 @@ def sum_over_steps(kl_fn: KLFn, num_steps: int, key: jax.Array, batch: int, dtyp
         t, k = inputs
         return total + kl_fn(t, k), None
 
-    total, _ = jax.lax.scan(step, jnp.zeros((batch,), dtype), _steps_and_keys(num_steps, key))
+    total, _ = jax.lax.scan(step, jnp.zeros((batch,), dtype), steps_and_keys(num_steps, key))
     return total
 
 
 def mean_per_step(kl_fn: KLFn, num_steps: int, key: jax.Array) -> jax.Array:
     """The mean over examples of each KL term, t = 2..T, shape (T - 1,); the keys of
     :func:`sum_over_steps`, so the terms are those whose sum it returns."""
-    return jax.lax.map(lambda inputs: jnp.mean(kl_fn(*inputs)), _steps_and_keys(num_steps, key))
+    return jax.lax.map(lambda inputs: jnp.mean(kl_fn(*inputs)), steps_and_keys(num_steps, key))

@@ -32,6 +32,7 @@ from dpm_jax import (
     optim,
     parameterisation,
     plotting,
+    rate_distortion,
     schedules,
     sharding,
     terms,
@@ -178,6 +179,48 @@ def evaluate(config: DDPMConfig, params, test_source, train_source, key) -> dict
     return results
 
 
+def rate_distortion_results(
+    config: DDPMConfig, params, test_source, key, outdir: Path, name: str
+) -> tuple[dict, Path]:
+    """DDPM Fig. 5 on the first ``eval.rate_distortion_examples`` test images: the rate
+    (bits/dim sent once x^(t) is received) and the RMSE of x0_hat(x^(t)) on the 0..255 scale,
+    for t = 1..T, as results and a figure."""
+    n = min(config.eval.rate_distortion_examples, len(test_source))
+    x0 = to_model(gather_images(test_source, np.arange(n)))
+    sched = schedule(config)
+    param = config.diffusion.parameterisation()
+    per_step = jax.jit(
+        lambda x, k: rate_distortion.per_step(
+            sched, param, model_fn(config, params), x, k, bins=BINS
+        )
+    )(x0, key)
+    dims = x0[0].size
+    to_bits_per_dim = 1.0 / (dims * math.log(2.0))
+    prior = float(jnp.mean(gaussian.prior_term(sched, x0)))
+    rate = rate_distortion.rate(prior, np.asarray(per_step.kl)) * to_bits_per_dim
+    rmse = np.sqrt(np.asarray(per_step.squared_error, np.float64)) * 127.5
+    path = outdir / "figures" / f"{name}_rate_distortion.png"
+    if jax.process_index() == 0:
+        plotting.rate_distortion_figure(
+            path,
+            rate,
+            rmse,
+            rate_unit="bits/dim",
+            title=f"{name}: rate and distortion (DDPM Fig. 5), {n} test images",
+        )
+    results = {
+        "rate_distortion": {
+            "num_test_examples": int(n),
+            "units": "rate: bits/dim received once x^(t) is (L_T + KL terms t+1..T); "
+            "distortion: RMSE of the predicted x0 on the 0..255 scale; index t - 1",
+            "rate_bits_per_dim": [float(v) for v in rate],
+            "distortion_rmse": [float(v) for v in rmse],
+            "decoder_L_0_bits_per_dim": float(per_step.kl[0]) * to_bits_per_dim,
+        }
+    }
+    return results, path
+
+
 def sample_figures(config: DDPMConfig, params, key, outdir: Path, name: str) -> list[Path]:
     """The sample grid and the progressive-generation figure (DDPM Fig. 6: the predicted x0
     at 8 steps along each chain, T on the left), EMA parameters."""
@@ -240,6 +283,12 @@ class DDPMExperiment(common.Experiment):
         results = evaluate(config, params, test_source, train_source, keys["eval"])
         out = common.output_dir(workdir, eval_only)
         figures = sample_figures(config, params, keys["figure"], out, self.name)
+        if config.eval.rate_distortion_examples:
+            rd, path = rate_distortion_results(
+                config, params, test_source, jax.random.fold_in(keys["eval"], 1), out, self.name
+            )
+            results.update(rd)
+            figures.append(path)
         results["num_parameters"] = int(sum(p.size for p in jax.tree.leaves(state.params)))
         return common.write_results(
             self,

@@ -118,16 +118,20 @@ class DDPMEvalConfig(cfg.EvalConfig):
         "else its first num_test)",
         "num_samples": "samples in the sample grid (EMA parameters)",
         "num_progressive": "chains in the progressive-generation figure (DDPM Fig. 6)",
+        "rate_distortion_examples": "first test images of the rate/distortion figure (DDPM "
+        "Fig. 5: one network evaluation per t and image; 0: no figure)",
     }
 
     num_test: int = 0
     batch_size: int = 256
     num_samples: int = 36
     num_progressive: int = 4
+    rate_distortion_examples: int = 32
 
     def __post_init__(self):
         super().__post_init__()
         cfg.require(self, "eval.", ("num_samples", "num_progressive"), 1)
+        cfg.require(self, "eval.", ("rate_distortion_examples",), 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,6 +222,7 @@ PRESETS = {
             "train.log_every": 5,
             "eval.num_samples": 9,
             "eval.num_progressive": 2,
+            "eval.rate_distortion_examples": 8,
             "eval.batch_size": 128,
         },
     ),
@@ -236,5 +241,6 @@ MUTABLE_KEYS = (
     "eval.batch_size",
     "eval.num_samples",
     "eval.num_progressive",
+    "eval.rate_distortion_examples",
     "eval.forward_samples",
 )

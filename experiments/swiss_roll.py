@@ -138,16 +138,22 @@ def exact_bound_fn(config: Config, params: dict):
 
 
 def schedule_ceiling(
-    config: Config, params: dict, test_x: np.ndarray, key: jax.Array, figure: Path
+    config,
+    schedule: schedules.Schedule,
+    model_fn: gaussian.ReverseFn,
+    test_x: np.ndarray,
+    key: jax.Array,
+    figure: Path,
 ) -> dict:
-    """K of the best Gaussian reverse kernel for this schedule (moment matched to fresh data).
+    """K of the best Gaussian reverse kernel for ``schedule`` (moment matched to fresh data).
 
     Separates what the schedule and T cost (truth - ceiling) from what the
-    network costs (ceiling - K). Estimated on the first ``eval.ceiling_examples``
-    test points; the kernel uses ``eval.ceiling_reference_size`` independent points.
-    Also plots the per-step KL terms of model and ceiling to ``figure``.
+    network (``model_fn``, the trained reverse kernel) costs (ceiling - K). Estimated on
+    the first ``eval.ceiling_examples`` test points; the kernel uses
+    ``eval.ceiling_reference_size`` independent points. Also plots the per-step KL terms
+    of model and ceiling to ``figure``. ``config`` has this experiment's ``data`` and
+    ``eval`` sections (the DDPM Swiss roll shares them).
     """
-    schedule = schedule_from_params(config, params)
     key_ref, key_eval, key_steps = jax.random.split(key, 3)
     reference = _data(config).sample(key_ref, config.eval.ceiling_reference_size)
     kernel = gaussian.moment_matched_kernel(schedule, reference)
@@ -156,7 +162,6 @@ def schedule_ceiling(
     k = evaluation.evaluate(fn, subset, key_eval, batch_size=500, desc="ceiling")
     mean, se = likelihood.mean_and_stderr(k)
     x_steps = jnp.asarray(subset[:500])
-    model_fn = reverse_fn_from_params(config, params, schedule)
     per_step = jax.jit(
         lambda f: gaussian.kl_per_step(schedule, f, x_steps, key_steps), static_argnums=0
     )
@@ -178,13 +183,15 @@ def schedule_ceiling(
     }
 
 
-def evaluate(config: Config, params: dict, test_x: np.ndarray, key: jax.Array) -> dict:
-    """Exact holdout K, L_null, the true log-likelihood and the gap, with standard errors."""
+def evaluate(config, bound_fn, test_x: np.ndarray, key: jax.Array) -> dict:
+    """Exact holdout K, L_null, the true log-likelihood and the gap, with standard errors.
+
+    ``bound_fn(x0, key) -> {"K", *terms.TERM_NAMES}`` in bits per point (``exact_bound_fn``);
+    ``config`` has this experiment's ``data`` and ``eval`` sections.
+    """
     samples = config.eval.forward_samples
     values = evaluation.evaluate(
-        evaluation.averaged_over_draws(
-            evaluation.per_example_keys(exact_bound_fn(config, params)), samples
-        ),
+        evaluation.averaged_over_draws(evaluation.per_example_keys(bound_fn), samples),
         test_x,
         key,
         batch_size=config.eval.batch_size,
@@ -217,11 +224,17 @@ def evaluate(config: Config, params: dict, test_x: np.ndarray, key: jax.Array) -
     }
 
 
-def write_figure(config: Config, params: dict, test_x: np.ndarray, key: jax.Array, path: Path):
+def write_figure(
+    config,
+    schedule: schedules.Schedule,
+    reverse_fn: gaussian.ReverseFn,
+    test_x: np.ndarray,
+    key: jax.Array,
+    path: Path,
+    title: str,
+):
     """Fig. 1: forward and reverse trajectories and the drift at t = 0 (drift: t = 1), T/2, T."""
-    T = config.diffusion.steps
-    schedule = schedule_from_params(config, params)
-    reverse_fn = reverse_fn_from_params(config, params, schedule)
+    T = schedule.num_steps
     n = min(config.eval.num_figure_samples, len(test_x))
     x0 = jnp.asarray(test_x[:n])
     key_fwd, key_rev = jax.random.split(key)
@@ -259,7 +272,7 @@ def write_figure(config: Config, params: dict, test_x: np.ndarray, key: jax.Arra
         reverse,
         drift,
         labels,
-        title=f"Swiss roll, T = {T}, {config.model.num_hidden} RBF units",
+        title=title,
     )
 
 
@@ -280,13 +293,17 @@ def run(config: Config, workdir: Path, eval_only: bool = False) -> dict:
     )
     test_x = np.asarray(data.sample(keys["test_data"], config.eval.num_test))
     params = train_state.eval_params(state, config.train.ema_decay)
-    results = evaluate(config, params, test_x, keys["eval"])
+    results = evaluate(config, exact_bound_fn(config, params), test_x, keys["eval"])
     out = common.output_dir(workdir, eval_only)
     figure = out / "figures" / "swiss_roll_fig1.png"
     kl_figure = out / "figures" / "swiss_roll_kl_per_step.png"
-    results.update(schedule_ceiling(config, params, test_x, keys["ceiling"], kl_figure))
-    write_figure(config, params, test_x, keys["figure"], figure)
     schedule = schedule_from_params(config, params)
+    reverse_fn = reverse_fn_from_params(config, params, schedule)
+    results.update(
+        schedule_ceiling(config, schedule, reverse_fn, test_x, keys["ceiling"], kl_figure)
+    )
+    title = f"Swiss roll, T = {schedule.num_steps}, {config.model.num_hidden} RBF units"
+    write_figure(config, schedule, reverse_fn, test_x, keys["figure"], figure, title)
     results["betas"] = [float(b) for b in np.asarray(schedule.betas)]
     return common.write_results(
         experiment,

@@ -53,7 +53,7 @@ def _setup(experiment: str, workdir: Path):
         schedule = sr.schedule_from_params(config, params)
         fn = sr.reverse_fn_from_params(config, params, schedule)
         bound = jax.jit(lambda x, k: gaussian.bound_exact(schedule, fn, x, k))
-        new = sr.evaluate(config, params, test_x, keys["eval"])
+        new = sr.evaluate(config, sr.exact_bound_fn(config, params), test_x, keys["eval"])
     else:
         test_x = np.asarray(hb.Heartbeat().sample(keys["test_data"], config.eval.num_test))
         schedule = schedules.binomial_schedule(config.diffusion.steps)

@@ -36,6 +36,12 @@ def test_small_preset_end_to_end_and_eval_only_reproduces(tmp_path):
     np.testing.assert_allclose(saved["K_2015_units"], expected, rtol=1e-6)
     assert np.isfinite(saved["pixel_categorical_nll_bits_per_dim_8bit"])
     assert all((tmp_path / f).exists() for f in saved["figures"])
+    # DDPM Fig. 5: T rates, each the terms still to come, so they fall with t (KLs >= 0).
+    rd = saved["rate_distortion"]
+    rate, rmse = np.array(rd["rate_bits_per_dim"]), np.array(rd["distortion_rmse"])
+    assert rate.shape == rmse.shape == (config.diffusion.steps,)
+    assert np.all(np.diff(rate) <= 1e-6) and np.all(rmse >= 0)
+    assert any(f.endswith("_rate_distortion.png") for f in saved["figures"])
     assert "NLL (exact bound)" in ddpm.experiment.report(r)
     again = ddpm.experiment.run(config, tmp_path, eval_only=True)
     assert again["nll_bits_per_dim"] == r["nll_bits_per_dim"]
@@ -98,3 +104,38 @@ def test_cifar10_preset_takes_a_training_step_on_cpu():
     loss, grads = grad_fn(params)
     assert np.isfinite(float(loss))
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+
+
+def test_a_uniform_model_over_the_256_levels_reports_8_bits_per_dim(monkeypatch):
+    """The unit of the reported bound: P = 1/256 for every element of an RGB image is
+    8 bits/dim exactly, and a density 1/scale per dimension in the 2015 unit."""
+    from dpm_jax import terms
+
+    config = cfg.replace(
+        PRESETS["small"],
+        {
+            "data.dataset": "cifar10",
+            "data.source": "tfds",
+            "model.attn_resolutions": (16,),
+            "eval.batch_size": 4,
+        },
+    )
+    dims = 32 * 32 * 3
+
+    def uniform_bound_fn(config, params):
+        def bound(pixels, key):
+            n = pixels.shape[0]
+            zero = jnp.zeros((n,), jnp.float32)
+            decoder = jnp.full((n,), dims * math.log(256.0), jnp.float32)
+            return terms.in_bits(terms.BoundTerms(prior=zero, kl=zero, decoder=decoder))
+
+        return bound
+
+    monkeypatch.setattr(ddpm, "exact_bound_fn", uniform_bound_fn)
+    pixels = np.random.default_rng(0).integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
+    images = [{"image": p} for p in pixels]
+    r = ddpm.evaluate(config, None, images, images, jax.random.key(0))
+    np.testing.assert_allclose(r["nll_bits_per_dim"], 8.0, rtol=1e-6)
+    assert r["nll_bits_per_dim_stderr"] == pytest.approx(0.0, abs=1e-6)
+    scale = fit_scaling(images).scale
+    np.testing.assert_allclose(r["K_2015_units"], -3 * math.log2(scale), rtol=1e-5)

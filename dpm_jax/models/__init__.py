@@ -12,7 +12,7 @@ from dpm_jax.models.multiscale import (
     reference_leaky_relu,
 )
 from dpm_jax.models.temporal import bump_basis, temporal_readout
-from dpm_jax.models.toy import HeartbeatMLP, NormalizedRBFNetwork
+from dpm_jax.models.toy import EpsilonMLP, HeartbeatMLP, NormalizedRBFNetwork
 from dpm_jax.models.unet import UNet, UNetConfig
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "REFERENCE_CIFAR10_SIZES",
     "REFERENCE_CODE_STYLE",
     "REFERENCE_MNIST_SIZES",
+    "EpsilonMLP",
     "HeartbeatMLP",
     "MultiScaleConv",
     "MultiScaleConvNet",

@@ -1,4 +1,4 @@
-"""Small reverse models for toy data (App. D.1)."""
+"""Small reverse models for toy data (App. D.1; DDPM's epsilon-network for 2-D data)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from dpm_jax.models.temporal import bump_basis, step_rows
+from dpm_jax.models.unet import timestep_embedding
 
 
 class NormalizedRBFNetwork(nn.Module):
@@ -86,3 +87,30 @@ class HeartbeatMLP(nn.Module):
         g = step_rows(bump_basis(self.num_steps, self.readout_basis, relative_width=1.0), t)
         per_bump = jnp.einsum("nh,jhd->njd", h, kernel) + bias  # (N, J, D)
         return jnp.einsum("nj,njd->nd", g, per_bump)
+
+
+class EpsilonMLP(nn.Module):
+    """A DDPM-style epsilon-network for low-dimensional data: an MLP conditioned on t.
+
+    t enters as DDPM's sinusoidal embedding (``unet.timestep_embedding``) through a two-layer
+    swish MLP, added to each hidden layer (as the U-Net adds it to each residual block);
+    ``num_layers`` swish layers of ``num_hidden`` units; a zero-initialised linear output,
+    so training starts from eps_hat = 0.
+
+    Call: ``apply(params, x_t, t)`` with x_t (N, D) and t (N,) ints; returns eps_hat (N, D).
+    """
+
+    num_hidden: int = 128
+    num_layers: int = 3
+    embedding_dim: int = 64
+
+    @nn.compact
+    def __call__(self, x_t: jax.Array, t: jax.Array) -> jax.Array:
+        chex.assert_rank(x_t, 2)
+        chex.assert_shape(t, (x_t.shape[0],))
+        emb = timestep_embedding(t, self.embedding_dim)
+        emb = nn.Dense(self.num_hidden)(jax.nn.swish(nn.Dense(self.num_hidden)(emb)))
+        h = x_t
+        for _ in range(self.num_layers):
+            h = jax.nn.swish(nn.Dense(self.num_hidden)(h) + emb)
+        return nn.Dense(x_t.shape[-1], kernel_init=nn.initializers.zeros)(h)
