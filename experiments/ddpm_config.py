@@ -163,9 +163,7 @@ class DDPMConfig:
         try:
             unet.check_config(self.model.unet(), self.image_shape())
         except ValueError as e:
-            raise ValueError(
-                f"{e} (data: {self.data.dataset}, source {self.data.source})"
-            ) from None
+            raise ValueError(f"{e} (images of the data section: {self.image_shape()})") from None
 
 
 #: A small U-Net for the 28 x 28 digits on a CPU: 2 levels of 32 and 64 channels.
@@ -174,6 +172,25 @@ SMALL_DIGITS_MODEL = {
     "model.ch_mult": (1, 2),
     "model.num_res_blocks": 1,
     "model.attn_resolutions": (14,),
+}
+
+#: What the ``small`` presets (8 x 8 images, for tests) set besides their data.
+SMALL_RUN = {
+    "diffusion.steps": 20,
+    "model.ch": 32,
+    "model.ch_mult": (1, 2),
+    "model.num_res_blocks": 1,
+    "model.attn_resolutions": (4,),
+    "train.batch_size": 16,
+    "train.steps": 20,
+    "train.warmup_steps": 5,
+    "train.ema_decay": 0.9,
+    "train.checkpoint_every": 10,
+    "train.log_every": 5,
+    "eval.num_samples": 9,
+    "eval.num_progressive": 2,
+    "eval.batch_size": 128,
+    "eval.rate_distortion_examples": 8,
 }
 
 PRESETS = {
@@ -209,21 +226,7 @@ PRESETS = {
             "data.dataset": "mnist",
             "data.source": "digits_8x8",
             "data.random_flip": False,
-            "diffusion.steps": 20,
-            "model.ch": 32,
-            "model.ch_mult": (1, 2),
-            "model.num_res_blocks": 1,
-            "model.attn_resolutions": (4,),
-            "train.batch_size": 16,
-            "train.steps": 20,
-            "train.warmup_steps": 5,
-            "train.ema_decay": 0.9,
-            "train.checkpoint_every": 10,
-            "train.log_every": 5,
-            "eval.num_samples": 9,
-            "eval.num_progressive": 2,
-            "eval.rate_distortion_examples": 8,
-            "eval.batch_size": 128,
+            **SMALL_RUN,
         },
     ),
 }
