@@ -229,9 +229,64 @@ def _command(results: dict, run_dir: str) -> str:
     )
 
 
-def render(runs: dict[str, tuple[str, dict]]) -> str:
+def documented_groups(root: Path = DOCUMENTED_RUNS) -> dict[str, list[Path]]:
+    """{group folder: its run folders}: the folders under ``root`` with no results.json of
+    their own whose subfolders hold runs compared with each other (e.g. the same data set
+    bounded by the 2015 network and by DDPM), each a table of its own."""
+    groups = {}
+    for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
+        members = sorted(p.parent for p in folder.glob("*/results.json"))
+        if members and not (folder / "results.json").exists():
+            groups[str(folder)] = members
+    return groups
+
+
+def _bound_cell(r: dict) -> str:
+    """The run's headline bound with its unit: NLL in bits/dim for 8-bit images, else K."""
+    if "nll_bits_per_dim" in r:
+        return f"NLL ≤ {_value(r, 'nll_bits_per_dim')} bits/dim (8-bit)"
+    if "nll_bits_per_dim_8bit" in r:
+        return f"NLL ≤ {_value(r, 'nll_bits_per_dim_8bit')} bits/dim (8-bit)"
+    return f"K = {_value(r, 'K')} {r['units']}"
+
+
+def render_group(group: str, members: list[tuple[str, dict]]) -> list[str]:
+    """One compared group as Markdown lines: a row per run, and the group's
+    ``comparison.json`` difference where there is one."""
+    lines = [
+        "",
+        f"### `{group}`",
+        "",
+        "| run | experiment | T | steps | bound (exact) | truth | gap | test examples | wall | command |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run_dir, r in members:
+        truth = _value(r, "true_log_likelihood") if "true_log_likelihood" in r else "unknown"
+        gap = _value(r, "gap_true_minus_K") if "gap_true_minus_K" in r else ""
+        lines.append(
+            f"| {Path(run_dir).name} | {r['experiment']} | {r['T']} | {r['train_steps']:,} | "
+            f"{_bound_cell(r)} | {truth} | {gap} | {r.get('num_test_examples', '?')} | "
+            f"{r['wall_seconds']:.0f} s | {_command(r, run_dir)} |"
+        )
+    comparison = Path(group) / "comparison.json"
+    if comparison.exists():
+        c = json.loads(comparison.read_text())
+        lines += [
+            "",
+            f"2015 network − DDPM U-Net: {c['difference_2015_minus_ddpm']:.3f} ± "
+            f"{c['difference_stderr']:.3f} bits/dim ({c['difference_stderr_kind']}), on "
+            f"{c['num_test_examples']} of {c['test_set_size']} test digits; per-pixel "
+            f"categorical baseline {c['pixel_categorical_bits_per_dim']:.3f} ± "
+            f"{c['pixel_categorical_bits_per_dim_stderr']:.3f} bits/dim.",
+        ]
+    return lines
+
+
+def render(
+    runs: dict[str, tuple[str, dict]], groups: dict[str, list[tuple[str, dict]]] | None = None
+) -> str:
     """The Markdown page. ``runs`` maps run kind (:func:`run_kind`) -> (run directory,
-    results)."""
+    results); ``groups`` maps a group folder (:func:`documented_groups`) -> its runs."""
     lines = [
         "# Reproduction report",
         "",
@@ -273,6 +328,16 @@ def render(runs: dict[str, tuple[str, dict]]) -> str:
                 f"{_value(r, 'K_schedule_ceiling') if 'K_schedule_ceiling' in r else ''} | "
                 f"{_value(r, 'nll_bits_per_dim_8bit') if 'nll_bits_per_dim_8bit' in r else ''} |"
             )
+    if groups:
+        lines += [
+            "",
+            "## Compared runs",
+            "",
+            "Runs of one data set by different systems of the lineage, each bounded exactly on "
+            "the same test examples (wall: the invocation that wrote the results).",
+        ]
+        for group, members in groups.items():
+            lines += render_group(group, members)
     return "\n".join(lines) + "\n"
 
 
@@ -317,6 +382,7 @@ def main(argv: list[str] | None = None) -> None:
             )
             raise SystemExit(1)
     args.output = args.output or DEFAULT_OUTPUT
+    from_docs = not args.runs  # then the compared groups under docs/runs/ are shown too
     if not args.runs:
         args.runs = documented_runs()
         if not args.runs:
@@ -336,8 +402,18 @@ def main(argv: list[str] | None = None) -> None:
     except ResultsError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
+    groups = {}
+    if from_docs:
+        try:
+            groups = {
+                group: [(str(d), load_results(d)) for d in members]
+                for group, members in documented_groups().items()
+            }
+        except ResultsError as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(1) from None
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(render(runs))
+    args.output.write_text(render(runs, groups))
     print(f"wrote {args.output} ({len(runs)} runs)")
 
 

@@ -144,3 +144,43 @@ def test_committed_report_is_regenerated_from_the_committed_runs(tmp_path, monke
     out = tmp_path / "reproduction.md"
     report.main(["--output", str(out)])
     assert out.read_text() == (ROOT / "docs" / "reproduction.md").read_text()
+
+
+def test_compared_runs_are_grouped_in_their_own_table(tmp_path):
+    """A folder under docs/runs/ whose subfolders hold runs becomes one table, with the
+    group's comparison.json difference under it; its runs fill no kind's row."""
+    group = tmp_path / "lineage"
+    for name, experiment, extra in [
+        ("dpm2015", "mnist", {"nll_bits_per_dim_8bit": 4.6, "nll_bits_per_dim_8bit_stderr": 0.01}),
+        ("ddpm", "ddpm", {"nll_bits_per_dim": 1.9, "nll_bits_per_dim_stderr": 0.02}),
+    ]:
+        (group / name).mkdir(parents=True)
+        results = {
+            "experiment": experiment,
+            "units": "bits",
+            "T": 1000,
+            "train_steps": 10,
+            "wall_seconds": 5.0,
+            "num_test_examples": 250,
+            "command": f"python -m experiments.{experiment} --workdir runs/{name}",
+            **extra,
+        }
+        (group / name / "results.json").write_text(json.dumps(results))
+    comparison = {
+        "difference_2015_minus_ddpm": 2.7,
+        "difference_stderr": 0.0224,
+        "difference_stderr_kind": "independent",
+        "num_test_examples": 250,
+        "test_set_size": 1000,
+        "pixel_categorical_bits_per_dim": 1.77,
+        "pixel_categorical_bits_per_dim_stderr": 0.01,
+    }
+    (group / "comparison.json").write_text(json.dumps(comparison))
+    groups = report.documented_groups(tmp_path)
+    assert list(groups) == [str(group)] and len(groups[str(group)]) == 2
+    members = [(str(d), report.load_results(d)) for d in groups[str(group)]]
+    page = report.render({}, {str(group): members})
+    assert "NLL ≤ 1.900 ± 0.020 bits/dim (8-bit)" in page
+    assert "NLL ≤ 4.600 ± 0.010 bits/dim (8-bit)" in page
+    assert "2015 network − DDPM U-Net: 2.700 ± 0.022 bits/dim" in page
+    assert report.documented_runs(tmp_path) == []  # the group's runs are not rows of their own
