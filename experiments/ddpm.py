@@ -34,11 +34,10 @@ from dpm_jax import (
     plotting,
     rate_distortion,
     schedules,
-    sharding,
     terms,
     train_state,
 )
-from dpm_jax.data.batching import gather_images, train_batch_indices
+from dpm_jax.data.batching import gather_images
 from dpm_jax.data.scaling import fit_scaling
 from dpm_jax.models import unet
 from experiments import common, image_eval, images
@@ -116,9 +115,13 @@ def make_optimizer(config: DDPMConfig) -> optax.GradientTransformation:
     )
 
 
-def flip_batch(batch: np.ndarray, seed: int, step: int) -> np.ndarray:
-    """Each image flipped left-right with probability 1/2, drawn from (seed, step) alone."""
-    flips = np.random.default_rng([seed, step, 1]).random(len(batch)) < 0.5
+def flip_batch(batch: np.ndarray, seed: int, step: int, rows: slice = slice(None)) -> np.ndarray:
+    """Each image flipped left-right with probability 1/2, drawn from (seed, step) alone.
+
+    ``batch`` holds the ``rows`` of the step's global batch (all of it by default): each
+    image gets its own draw whichever process loads it."""
+    size = len(batch) if rows.stop is None else rows.stop
+    flips = (np.random.default_rng([seed, step, 1]).random(size) < 0.5)[rows]
     return np.where(flips[:, None, None, None], batch[:, :, ::-1], batch)
 
 
@@ -305,27 +308,20 @@ class DDPMExperiment(common.Experiment):
     def train(self, config: DDPMConfig, workdir: Path, train_source, eval_only: bool):
         """Data-parallel training on ``train_source`` through the one runner, or a restore."""
         keys = common.experiment_keys(config.seed)
-        mesh = sharding.data_mesh()
-        batch_size = config.train.batch_size
-        rows = sharding.process_batch_slice(batch_size, mesh)
 
-        def batch_fn(step: int) -> np.ndarray:
-            indices = train_batch_indices(len(train_source), batch_size, config.seed, step)
-            batch = gather_images(train_source, indices)
-            if config.data.random_flip:
-                batch = flip_batch(batch, config.seed, step)
-            return batch[rows]
+        def flips(batch, step, rows):
+            return flip_batch(batch, config.seed, step, rows)
 
-        return common.train_or_restore(
+        return images.train_on_images(
             self,
             config,
             workdir,
+            train_source,
             eval_only,
             state=_initial_state(config, keys),
-            mesh=mesh,
             loss_fn=lambda params, batch, key: loss_fn(config, params, batch, key),
             tx=make_optimizer(config),
-            batch_fn=batch_fn,
+            augment=flips if config.data.random_flip else None,
         )
 
     def report(self, results: dict) -> str:

@@ -228,6 +228,41 @@ def train(
     process loads only its rows of every batch.
     """
     keys = common.experiment_keys(config.seed)
+
+    def loss_fn(params, batch, key):
+        return image_model.loss_fn(config, scaling, params, batch, key)
+
+    return train_on_images(
+        experiment,
+        config,
+        workdir,
+        train_source,
+        eval_only,
+        state=_initial_state(config, keys),
+        loss_fn=loss_fn,
+        tx=image_model.make_optimizer(config),
+    )
+
+
+def train_on_images(
+    experiment: common.Experiment,
+    config,
+    workdir: Path,
+    train_source,
+    eval_only: bool,
+    *,
+    state: train_state.TrainState,
+    loss_fn,
+    tx,
+    augment=None,
+) -> train_state.TrainState:
+    """``runner.train_or_restore`` on batches of ``train_source``, data parallel over every
+    device of every process; each process loads only its rows of every batch.
+
+    Batch ``step`` holds the images ``train_batch_indices(..., config.seed, step)``, then
+    ``augment(rows_of_batch, step, rows)`` where given (``rows``: this process's slice of
+    the global batch), so a resumed run sees the same data.
+    """
     mesh = sharding.data_mesh()
     batch_size = config.train.batch_size
     rows = sharding.process_batch_slice(batch_size, mesh)
@@ -235,19 +270,17 @@ def train(
     def batch_fn(step: int) -> np.ndarray:
         """This process's rows of the global batch of ``step`` (uint8, on the host)."""
         indices = train_batch_indices(len(train_source), batch_size, config.seed, step)
-        return gather_images(train_source, indices[rows])
-
-    def loss_fn(params, batch, key):
-        return image_model.loss_fn(config, scaling, params, batch, key)
+        batch = gather_images(train_source, indices[rows])
+        return batch if augment is None else augment(batch, step, rows)
 
     return common.train_or_restore(
         experiment,
         config,
         workdir,
         eval_only,
-        state=_initial_state(config, keys),
+        state=state,
         mesh=mesh,
         loss_fn=loss_fn,
-        tx=image_model.make_optimizer(config),
+        tx=tx,
         batch_fn=batch_fn,
     )

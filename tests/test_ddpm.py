@@ -55,6 +55,9 @@ def test_flips_are_deterministic_per_step_and_about_half():
     flipped = np.all(a == batch[:, :, ::-1], axis=(1, 2, 3))
     assert np.all(flipped | np.all(a == batch, axis=(1, 2, 3)))
     assert 400 < flipped.sum() < 600  # of 1,000 images, p = 1/2
+    # A process loading rows 300..599 of the global batch flips them as the whole batch does.
+    rows = slice(300, 600)
+    np.testing.assert_array_equal(ddpm.flip_batch(batch[rows], 0, 7, rows), a[rows])
 
 
 def test_training_loss_is_l_simple_and_the_bound_option_is_bits_per_dim():
