@@ -21,10 +21,9 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from dpm_jax import gaussian, objectives, optim, parameterisation, schedules, terms, train_state
+from dpm_jax import gaussian, objectives, optim, parameterisation, schedules, terms
 from dpm_jax.models import EpsilonMLP
 from experiments import common, swiss_roll
 from experiments import config as cfg
@@ -121,18 +120,7 @@ class Config:
 PRESETS = {
     "default": Config(),
     "t1000": cfg.replace(Config(), {"diffusion.steps": 1000}),
-    "small": cfg.replace(
-        Config(),
-        {
-            "train.steps": 300,
-            "train.checkpoint_every": 100,
-            "train.log_every": 50,
-            "eval.num_test": 500,
-            "eval.num_figure_samples": 300,
-            "eval.ceiling_examples": 200,
-            "eval.ceiling_reference_size": 2_000,
-        },
-    ),
+    "small": cfg.replace(Config(), src.SMALL_RUN),
 }
 MUTABLE_KEYS = src.MUTABLE_KEYS
 
@@ -202,42 +190,24 @@ class DDPMSwissRollExperiment(common.Experiment):
 
     def run(self, config: Config, workdir: Path, eval_only: bool = False) -> dict:
         start_time = time.time()
-        workdir = Path(workdir)
-        data = swiss_roll._data(config)
         state, keys = common.train_on_generator(
             self,
             config,
             workdir,
             eval_only,
-            data,
+            swiss_roll._data(config),
             init_params=init_params,
             make_optimizer=make_optimizer,
             loss_fn=loss_fn,
         )
-        test_x = np.asarray(data.sample(keys["test_data"], config.eval.num_test))
-        params = train_state.eval_params(state, config.train.ema_decay)
-        results = swiss_roll.evaluate(config, exact_bound_fn(config, params), test_x, keys["eval"])
-        out = common.output_dir(workdir, eval_only)
-        figure = out / "figures" / f"{self.name}_fig1.png"
-        kl_figure = out / "figures" / f"{self.name}_kl_per_step.png"
-        sched = schedule(config)
-        fn = reverse_fn(config, params, sched)
-        results.update(
-            swiss_roll.schedule_ceiling(config, sched, fn, test_x, keys["ceiling"], kl_figure)
-        )
-        title = f"Swiss roll, DDPM epsilon-MLP, T = {sched.num_steps}"
-        swiss_roll.write_figure(config, sched, fn, test_x, keys["figure"], figure, title)
-        results["betas"] = [float(b) for b in np.asarray(sched.betas)]
-        return common.write_results(
-            self,
-            config,
-            workdir,
-            results,
-            state=state,
-            num_test=len(test_x),
-            start_time=start_time,
-            figures=[figure, kl_figure],
-            outdir=out,
+
+        def build(params):
+            sched = schedule(config)
+            title = f"Swiss roll, DDPM epsilon-MLP, T = {sched.num_steps}"
+            return sched, reverse_fn(config, params, sched), exact_bound_fn(config, params), title
+
+        return swiss_roll.evaluate_run(
+            self, config, workdir, eval_only, state, keys, build, start_time
         )
 
     def report(self, results: dict) -> str:

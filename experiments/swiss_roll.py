@@ -280,29 +280,54 @@ def run(config: Config, workdir: Path, eval_only: bool = False) -> dict:
     """Trains (resuming from ``workdir``), evaluates the exact K, writes results and the figure."""
     start_time = time.time()
     workdir = Path(workdir)
-    data = _data(config)
     state, keys = common.train_on_generator(
         experiment,
         config,
         workdir,
         eval_only,
-        data,
+        _data(config),
         init_params=init_params,
         make_optimizer=make_optimizer,
         loss_fn=loss_fn,
     )
-    test_x = np.asarray(data.sample(keys["test_data"], config.eval.num_test))
+
+    def build(params):
+        schedule = schedule_from_params(config, params)
+        title = f"Swiss roll, T = {schedule.num_steps}, {config.model.num_hidden} RBF units"
+        reverse_fn = reverse_fn_from_params(config, params, schedule)
+        return schedule, reverse_fn, exact_bound_fn(config, params), title
+
+    return evaluate_run(experiment, config, workdir, eval_only, state, keys, build, start_time)
+
+
+def evaluate_run(
+    experiment: common.Experiment,
+    config,
+    workdir: Path,
+    eval_only: bool,
+    state,
+    keys: dict,
+    build,
+    start_time: float,
+) -> dict:
+    """The end of a Swiss roll run: the exact K on fresh test points (:func:`evaluate`), the
+    schedule ceiling, Fig. 1 and results.json.
+
+    ``build(params) -> (schedule, reverse_fn, bound_fn, figure title)`` gives the trained
+    model's pieces (the 2015 RBF network here, DDPM's epsilon-MLP in
+    ``experiments.ddpm_swiss_roll``); ``config`` has this experiment's ``data`` and ``eval``.
+    """
+    workdir = Path(workdir)
+    test_x = np.asarray(_data(config).sample(keys["test_data"], config.eval.num_test))
     params = train_state.eval_params(state, config.train.ema_decay)
-    results = evaluate(config, exact_bound_fn(config, params), test_x, keys["eval"])
+    schedule, reverse_fn, bound_fn, title = build(params)
+    results = evaluate(config, bound_fn, test_x, keys["eval"])
     out = common.output_dir(workdir, eval_only)
-    figure = out / "figures" / "swiss_roll_fig1.png"
-    kl_figure = out / "figures" / "swiss_roll_kl_per_step.png"
-    schedule = schedule_from_params(config, params)
-    reverse_fn = reverse_fn_from_params(config, params, schedule)
+    figure = out / "figures" / f"{experiment.name}_fig1.png"
+    kl_figure = out / "figures" / f"{experiment.name}_kl_per_step.png"
     results.update(
         schedule_ceiling(config, schedule, reverse_fn, test_x, keys["ceiling"], kl_figure)
     )
-    title = f"Swiss roll, T = {schedule.num_steps}, {config.model.num_hidden} RBF units"
     write_figure(config, schedule, reverse_fn, test_x, keys["figure"], figure, title)
     results["betas"] = [float(b) for b in np.asarray(schedule.betas)]
     return common.write_results(

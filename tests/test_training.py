@@ -44,7 +44,8 @@ def test_short_training_run_improves_the_exact_bound(tmp_path):
     )
     keys = common.experiment_keys(config.seed)
     test_x = np.asarray(sr._data(config).sample(keys["test_data"], config.eval.num_test))
-    before = sr.evaluate(config, sr.init_params(config, keys["init"]), test_x, keys["eval"])
+    initial = sr.exact_bound_fn(config, sr.init_params(config, keys["init"]))
+    before = sr.evaluate(config, initial, test_x, keys["eval"])
     after = sr.run(config, tmp_path / "run")
     assert after["K"] > before["K"] + 0.3
     # The exact bound never exceeds the true log-likelihood by more than two standard errors.
