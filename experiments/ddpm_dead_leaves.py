@@ -45,13 +45,7 @@ PRESETS = {
     "default": Config(),
     "small": cfg.replace(
         Config(),
-        {
-            "data.image_size": 8,
-            "data.r_max": 8.0,
-            "data.num_train_images": 256,
-            "data.num_test_images": 20,
-            **ddpm_config.SMALL_RUN,
-        },
+        {**dead_leaves.SMALL_DATA, **ddpm_config.SMALL_RUN},
     ),
 }
 

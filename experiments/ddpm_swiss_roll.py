@@ -25,13 +25,13 @@ import optax
 
 from dpm_jax import gaussian, objectives, optim, parameterisation, schedules, terms
 from dpm_jax.models import EpsilonMLP
-from experiments import common, swiss_roll
+from experiments import common, ddpm_config, swiss_roll
 from experiments import config as cfg
 from experiments import swiss_roll_config as src
 
 DESCRIPTION = __doc__.splitlines()[0]
 UNITS = swiss_roll.UNITS
-VARIANCES = ("fixed_large", "fixed_small")
+VARIANCES = ddpm_config.VARIANCES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,11 +39,9 @@ class DiffusionConfig:
     """``diffusion``: T, DDPM's linear schedule (given at T = 1000, scaled to T) and the variance."""
 
     HELP = {
-        "steps": "T, the number of diffusion steps",
+        **{k: ddpm_config.DDPMDiffusionConfig.HELP[k] for k in ("steps", "variance")},
         "beta_start": "beta_1 of the linear schedule at T = 1000; multiplied by 1000 / T",
         "beta_end": "beta_T of the linear schedule at T = 1000; multiplied by 1000 / T",
-        "variance": "the reverse variance: fixed_large = beta_t, fixed_small = beta~_t "
-        "(DDPM Sec. 3.2)",
     }
     CHOICES = {"variance": VARIANCES}
 

@@ -97,15 +97,20 @@ class Config(image_config.ImageConfig):
             )
 
 
+#: The ``small`` presets' images (8 x 8, a few hundred): this experiment's and DDPM's.
+SMALL_DATA = {
+    "data.image_size": 8,
+    "data.r_max": 8.0,
+    "data.num_train_images": 256,
+    "data.num_test_images": 20,
+}
+
 PRESETS = {
     "default": Config(),
     "small": cfg.replace(
         Config(),
         {
-            "data.image_size": 8,
-            "data.r_max": 8.0,
-            "data.num_train_images": 256,
-            "data.num_test_images": 20,
+            **SMALL_DATA,
             **image_config.SMALL_GREY,
         },
     ),
