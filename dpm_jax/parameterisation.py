@@ -223,17 +223,29 @@ def make_reverse_fn(
     schedule: Schedule,
     model_fn: ModelFn,
     timestep_map: jax.Array | None = None,
+    clip_x0: tuple[float, float] | None = None,
 ) -> ReverseFn:
     """``(x_t, t) -> Kernel``: ``model_fn`` composed with :func:`kernel`.
 
     ``timestep_map`` (shape (T,), from :func:`dpm_jax.chain.respace`) gives the model the
     original timestep of step t of a respaced ``schedule``: model_fn(x_t, timestep_map[t - 1]).
+    ``clip_x0 = (low, high)``: the mean is the posterior mean (DDPM Eq. 7) at the predicted x0
+    clipped to [low, high], DDPM's sampler for data known to lie there (``clip_denoised``
+    of the released code); the variance is unchanged. Still a valid reverse kernel, so
+    bounds computed with it stay bounds.
     """
+    if clip_x0 is not None and not clip_x0[0] < clip_x0[1]:
+        raise ValueError(f"clip_x0 must be (low, high) with low < high, got {clip_x0}.")
 
     def reverse_fn(x_t: jax.Array, t: jax.Array) -> Kernel:
         t = t_array(t, x_t.shape[0])
         t_model = t if timestep_map is None else jnp.asarray(timestep_map)[t - 1]
-        return kernel(param, schedule, x_t, t, model_fn(x_t, t_model))
+        output = model_fn(x_t, t_model)
+        model = kernel(param, schedule, x_t, t, output)
+        if clip_x0 is None:
+            return model
+        x0 = jnp.clip(predict_x0(param, schedule, x_t, t, output), *clip_x0)
+        return Kernel(mean=posterior_mean_from_x0(schedule, x_t, t, x0), var=model.var)
 
     reverse_fn.num_steps = schedule.num_steps  # checked against the schedule it is used with
     return reverse_fn

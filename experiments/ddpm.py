@@ -33,7 +33,9 @@ from dpm_jax import (
     parameterisation,
     plotting,
     rate_distortion,
+    runner,
     schedules,
+    sharding,
     terms,
     train_state,
 )
@@ -88,9 +90,16 @@ def model_fn(config: DDPMConfig, params, dropout_key: jax.Array | None = None):
     )
 
 
-def reverse_fn(config: DDPMConfig, params, sched, dropout_key=None) -> gaussian.ReverseFn:
+def reverse_fn(
+    config: DDPMConfig, params, sched, dropout_key=None, clip: bool = False
+) -> gaussian.ReverseFn:
+    """The model's reverse kernel; ``clip``: the predicted x0 clipped to the data's [-1, 1]
+    (DDPM's sampler, ``clip_denoised``; the bound is evaluated without it)."""
     return parameterisation.make_reverse_fn(
-        config.diffusion.parameterisation(), sched, model_fn(config, params, dropout_key)
+        config.diffusion.parameterisation(),
+        sched,
+        model_fn(config, params, dropout_key),
+        clip_x0=(-1.0, 1.0) if clip else None,
     )
 
 
@@ -226,9 +235,10 @@ def rate_distortion_results(
 
 def sample_figures(config: DDPMConfig, params, key, outdir: Path, name: str) -> list[Path]:
     """The sample grid and the progressive-generation figure (DDPM Fig. 6: the predicted x0
-    at 8 steps along each chain, T on the left), EMA parameters."""
+    at 8 steps along each chain, T on the left), EMA parameters, with DDPM's sampler (the
+    predicted x0 clipped to [-1, 1] at every step)."""
     sched = schedule(config)
-    fn = reverse_fn(config, params, sched)
+    fn = reverse_fn(config, params, sched, clip=True)
     param = config.diffusion.parameterisation()
     shape = (config.eval.num_samples, *config.image_shape())
     key_grid, key_prog = jax.random.split(key)
@@ -247,7 +257,7 @@ def sample_figures(config: DDPMConfig, params, key, outdir: Path, name: str) -> 
         x0_hat = parameterisation.predict_x0(
             param, sched, x_t, t, model(x_t, jnp.full((n,), int(t), jnp.int32))
         )
-        rows.append((f"t = {t}: predicted x0", to_unit(x0_hat)))
+        rows.append((f"t = {t}: predicted x0", to_unit(x0_hat)))  # clipped for display
     rows.append(("x0 (the sample)", to_unit(trajectory[0])))
     paths = [
         outdir / "figures" / f"{name}_samples.png",
@@ -285,13 +295,8 @@ class DDPMExperiment(common.Experiment):
         params = train_state.eval_params(state, config.train.ema_decay)
         results = evaluate(config, params, test_source, train_source, keys["eval"])
         out = common.output_dir(workdir, eval_only)
-        figures = sample_figures(config, params, keys["figure"], out, self.name)
-        if config.eval.rate_distortion_examples:
-            rd, path = rate_distortion_results(
-                config, params, test_source, jax.random.fold_in(keys["eval"], 1), out, self.name
-            )
-            results.update(rd)
-            figures.append(path)
+        rd, figures = self.draw_figures(config, params, test_source, keys, out)
+        results.update(rd)
         results["num_parameters"] = int(sum(p.size for p in jax.tree.leaves(state.params)))
         return common.write_results(
             self,
@@ -304,6 +309,31 @@ class DDPMExperiment(common.Experiment):
             figures=figures,
             outdir=out,
         )
+
+    def draw_figures(self, config: DDPMConfig, params, test_source, keys, out: Path):
+        """The sample grid, the progressive figure and, where configured, the rate/distortion
+        figure under ``out/figures``: (the rate/distortion results, the figures' paths)."""
+        figures = sample_figures(config, params, keys["figure"], out, self.name)
+        if not config.eval.rate_distortion_examples:
+            return {}, figures
+        rd, path = rate_distortion_results(
+            config, params, test_source, jax.random.fold_in(keys["eval"], 1), out, self.name
+        )
+        return rd, [*figures, path]
+
+    def figures(self, config: DDPMConfig, workdir: Path) -> list[Path]:
+        """Redraws the figures from the latest checkpoint in ``workdir`` (no training, no bound)."""
+        workdir = Path(workdir)
+        common.check_workdir(self, config, workdir)
+        keys = common.experiment_keys(config.seed)
+        state = runner.restore_run(
+            workdir, _initial_state(config, keys), sharding.data_mesh(), flag="--figures"
+        )
+        params = train_state.eval_params(state, config.train.ema_decay)
+        _, figures = self.draw_figures(
+            config, params, self.load_split(config, "test"), keys, workdir
+        )
+        return figures
 
     def train(self, config: DDPMConfig, workdir: Path, train_source, eval_only: bool):
         """Data-parallel training on ``train_source`` through the one runner, or a restore."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -45,6 +46,12 @@ def test_small_preset_end_to_end_and_eval_only_reproduces(tmp_path):
     assert "NLL (exact bound)" in ddpm.experiment.report(r)
     again = ddpm.experiment.run(config, tmp_path, eval_only=True)
     assert again["nll_bits_per_dim"] == r["nll_bits_per_dim"]
+    # --figures redraws the same figures from the checkpoint, without the bound.
+    for path in saved["figures"]:
+        (tmp_path / path).unlink()
+    redrawn = ddpm.experiment.figures(config, tmp_path)
+    assert sorted(p.name for p in redrawn) == sorted(Path(f).name for f in saved["figures"])
+    assert all(p.exists() for p in redrawn)
 
 
 def test_flips_are_deterministic_per_step_and_about_half():

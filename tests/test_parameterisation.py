@@ -220,3 +220,28 @@ def _kernel_of(var: str, output):
 def test_bad_parameterisations_and_outputs_get_clear_errors(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_clipping_the_predicted_x0_is_ddpms_sampler_kernel():
+    """clip_x0: the posterior mean at the clipped x0 prediction, the variance unchanged; a
+    range the prediction never leaves gives the plain kernel."""
+    sch = _schedules()["cosine"]
+    param = pz.Parameterisation("epsilon", "fixed_large")
+    x_t = jax.random.normal(jax.random.PRNGKey(0), (6, 3)) * 3.0
+    t = jnp.array([1, 2, 5, 10, 15, 20])
+
+    def eps_fn(x, tt):
+        return jnp.tanh(x)
+
+    plain = pz.make_reverse_fn(param, sch, eps_fn)(x_t, t)
+    wide = pz.make_reverse_fn(param, sch, eps_fn, clip_x0=(-1e9, 1e9))(x_t, t)
+    np.testing.assert_allclose(wide.mean, plain.mean, rtol=1e-5, atol=1e-5)
+    clipped = pz.make_reverse_fn(param, sch, eps_fn, clip_x0=(-1.0, 1.0))(x_t, t)
+    x0 = np.clip(pz.x0_from_eps(sch, x_t, t, eps_fn(x_t, t)), -1.0, 1.0)
+    np.testing.assert_allclose(
+        clipped.mean, pz.posterior_mean_from_x0(sch, x_t, t, x0), rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_array_equal(clipped.var, plain.var)
+    assert not np.allclose(clipped.mean, plain.mean)  # the prediction did leave [-1, 1]
+    with pytest.raises(ValueError, match="low < high"):
+        pz.make_reverse_fn(param, sch, eps_fn, clip_x0=(1.0, -1.0))
