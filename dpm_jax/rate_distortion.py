@@ -42,6 +42,7 @@ def per_step(
     key: chex.PRNGKey,
     *,
     bins: discretized.PixelBins | None = None,
+    clip_x0: tuple[float, float] | None = None,
 ) -> PerStep:
     """Each term of the bound and the distortion of x0_hat at every t, means over ``x0`` (N, ...).
 
@@ -49,7 +50,9 @@ def per_step(
     (``parameterisation.predict_x0``). x^(t) for t = 2..T uses the keys of
     ``terms.sum_over_steps`` and x^(1) the decoder's ``fold_in(key, T)``, so
     ``kl[1:].sum()`` is the mean of ``gaussian.bound_terms(...).kl`` with the same key and
-    ``kl[0]`` its mean decoder term (``bins`` given).
+    ``kl[0]`` its mean decoder term (``bins`` given). ``clip_x0 = (low, high)`` clips x0_hat
+    for the distortion only (DDPM's released code measures it so); the terms are the
+    model's own.
     """
     check_batch(x0)
     num_steps = schedule.num_steps
@@ -62,6 +65,8 @@ def per_step(
         output = model_fn(x_t, tt)
         model = parameterisation.kernel(param, schedule, x_t, tt, output)
         x0_hat = parameterisation.predict_x0(param, schedule, x_t, tt, output)
+        if clip_x0 is not None:
+            x0_hat = jnp.clip(x0_hat, *clip_x0)
         chex.assert_equal_shape([x0_hat, model.mean, x0])
         target = gaussian.q_posterior(schedule, x0, x_t, jnp.maximum(tt, 2))
         kl = jnp.mean(event_sum(gaussian.gaussian_kl(target, model)))

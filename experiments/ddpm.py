@@ -33,6 +33,7 @@ from dpm_jax import (
     parameterisation,
     plotting,
     rate_distortion,
+    rundir,
     runner,
     schedules,
     sharding,
@@ -195,15 +196,16 @@ def rate_distortion_results(
     config: DDPMConfig, params, test_source, key, outdir: Path, name: str
 ) -> tuple[dict, Path]:
     """DDPM Fig. 5 on the first ``eval.rate_distortion_examples`` test images: the rate
-    (bits/dim sent once x^(t) is received) and the RMSE of x0_hat(x^(t)) on the 0..255 scale,
-    for t = 1..T, as results and a figure."""
+    (bits/dim sent once x^(t) is received) and the RMSE of x0_hat(x^(t)) (clipped to [-1, 1]
+    as DDPM's code does) on the 0..255 scale, for t = 1..T, as results, a figure and its
+    numbers (``<figure>.json``)."""
     n = min(config.eval.rate_distortion_examples, len(test_source))
     x0 = to_model(gather_images(test_source, np.arange(n)))
     sched = schedule(config)
     param = config.diffusion.parameterisation()
     per_step = jax.jit(
         lambda x, k: rate_distortion.per_step(
-            sched, param, model_fn(config, params), x, k, bins=BINS
+            sched, param, model_fn(config, params), x, k, bins=BINS, clip_x0=(-1.0, 1.0)
         )
     )(x0, key)
     dims = x0[0].size
@@ -224,12 +226,15 @@ def rate_distortion_results(
         "rate_distortion": {
             "num_test_examples": int(n),
             "units": "rate: bits/dim received once x^(t) is (L_T + KL terms t+1..T); "
-            "distortion: RMSE of the predicted x0 on the 0..255 scale; index t - 1",
+            "distortion: RMSE of the predicted x0, clipped to [-1, 1], on the 0..255 scale; "
+            "index t - 1",
             "rate_bits_per_dim": [float(v) for v in rate],
             "distortion_rmse": [float(v) for v in rmse],
             "decoder_L_0_bits_per_dim": float(per_step.kl[0]) * to_bits_per_dim,
         }
     }
+    if jax.process_index() == 0:  # the figure's numbers beside it (--figures rewrites both)
+        rundir.write_json_atomic(path.with_suffix(".json"), results["rate_distortion"])
     return results, path
 
 

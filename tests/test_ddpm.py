@@ -43,6 +43,9 @@ def test_small_preset_end_to_end_and_eval_only_reproduces(tmp_path):
     assert rate.shape == rmse.shape == (config.diffusion.steps,)
     assert np.all(np.diff(rate) <= 1e-6) and np.all(rmse >= 0)
     assert any(f.endswith("_rate_distortion.png") for f in saved["figures"])
+    beside = json.loads((tmp_path / "figures" / "ddpm_rate_distortion.json").read_text())
+    assert beside == rd
+    assert rmse.max() <= 255.0 * math.sqrt(4) / 2 + 1e-3  # clipped x0_hat: at most 2 apart
     assert "NLL (exact bound)" in ddpm.experiment.report(r)
     again = ddpm.experiment.run(config, tmp_path, eval_only=True)
     assert again["nll_bits_per_dim"] == r["nll_bits_per_dim"]
