@@ -25,7 +25,9 @@ def test_epsilon_mlp_starts_at_zero_and_checks_its_inputs():
 
 
 def test_swiss_roll_eps_model_trains_and_its_bound_stays_below_the_truth(tmp_path):
-    config = cfg.replace(ddpm_swiss_roll.PRESETS["small"], {"eval.num_test": 300})
+    config = cfg.replace(
+        ddpm_swiss_roll.PRESETS["small"], {"eval.num_test": 300, "eval.forward_samples": 1}
+    )
     r = ddpm_swiss_roll.experiment.run(config, tmp_path)
     # L_simple starts at E eps^2 = 1 (output zero) and falls as the model learns.
     lines = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -41,11 +43,13 @@ def test_swiss_roll_eps_model_trains_and_its_bound_stays_below_the_truth(tmp_pat
 
 def test_dead_leaves_small_preset_runs_on_the_2015_images(tmp_path):
     config = cfg.replace(
-        ddpm_dead_leaves.PRESETS["small"], {"train.steps": 4, "train.checkpoint_every": 2}
+        ddpm_dead_leaves.PRESETS["small"],
+        {"train.steps": 4, "train.checkpoint_every": 2, "eval.rate_distortion_examples": 0},
     )
     r = ddpm_dead_leaves.experiment.run(config, tmp_path)
     assert r["experiment"] == "ddpm_dead_leaves" and r["num_test_examples"] == 20
     assert np.isfinite(r["nll_bits_per_dim"]) and r["nll_bits_per_dim"] > 0
+    assert "rate_distortion" not in r and len(r["figures"]) == 2  # samples, progressive
     # The same generated test images as the 2015 experiment's small preset.
     from experiments import dead_leaves
 
