@@ -1,0 +1,117 @@
+"""log p(x0) of the probability-flow ODE of an epsilon-model (Song et al. 2021, Sec. 4.3, App. D.2).
+
+A discrete schedule of T steps is read as the variance-preserving SDE with the linear
+beta(s) = T beta_1 + s T (beta_T - beta_1) on s in [0, 1] (Song et al.'s reading of DDPM:
+beta_min = 0.1, beta_max = 20 for DDPM's schedule), alpha_bar(s) = exp(-int_0^s beta), and
+the network evaluated at the continuous timestep 1 + s (T - 1). Its probability-flow ODE
+
+  dx/ds = -1/2 beta(s) (x - eps_hat(x, s) / sigma(s)),   sigma(s) = sqrt(1 - alpha_bar(s)),
+
+carries x0 to x(1), and log p(x0) = log N(x(1); 0, I) + int_eps^1 div(dx/ds) ds. ``diffrax``
+integrates the state and the divergence together with an adaptive solver (Tsit5, stated
+tolerances); the divergence is exact (one Jacobian column per dimension) or Hutchinson's
+estimate with Rademacher probes. Densities of continuous data, nats per example.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import chex
+import diffrax
+import jax
+import jax.numpy as jnp
+
+from dpm_jax import validation
+from dpm_jax.schedules import Schedule
+
+#: ``(x, t) -> eps_hat`` with t a float array (N,) of timesteps on the schedule's 1..T scale.
+EpsFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def vp_coefficients(schedule: Schedule) -> tuple[float, float]:
+    """(beta_min, beta_max) of the continuous VP SDE that the discrete linear schedule
+    approximates: T beta_1 and T beta_T."""
+    betas = schedule.betas
+    return float(len(betas) * betas[0]), float(len(betas) * betas[-1])
+
+
+def _drift(beta_min: float, beta_max: float, num_steps: int, eps_fn: EpsFn):
+    """The ODE's vector field x -> dx/ds at s, for x of shape (N, ...)."""
+
+    def field(s, x):
+        beta = beta_min + s * (beta_max - beta_min)
+        log_ab = -(beta_min * s + 0.5 * (beta_max - beta_min) * s * s)
+        sigma = jnp.sqrt(-jnp.expm1(log_ab))
+        t = jnp.full((x.shape[0],), 1.0 + s * (num_steps - 1))
+        return -0.5 * beta * (x - eps_fn(x, t) / sigma)
+
+    return field
+
+
+def ode_log_likelihood(
+    schedule: Schedule,
+    eps_fn: EpsFn,
+    x0: jax.Array,
+    key: chex.PRNGKey | None = None,
+    *,
+    num_probes: int = 0,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    s_min: float = 1e-5,
+) -> jax.Array:
+    """log p(x0) under the probability-flow ODE, nats per example, shape (N,).
+
+    ``num_probes = 0``: the exact divergence (D Jacobian-vector products per evaluation;
+    for low-dimensional data); ``num_probes = K > 0``: Hutchinson's estimate with K
+    Rademacher probes drawn from ``key`` once per example (an unbiased estimate of log p).
+    The solve runs from ``s_min`` (Song et al.: 1e-5) to 1.
+    """
+    if not (rtol > 0 and atol > 0):
+        raise ValueError(f"the solver tolerances must be positive, got rtol={rtol}, atol={atol}.")
+    if num_probes < 0:
+        raise ValueError(f"num_probes must be >= 0 (0: the exact divergence), got {num_probes}.")
+    if num_probes and key is None:
+        raise ValueError("Hutchinson's estimate (num_probes > 0) needs a PRNG key.")
+    validation.check_batch(x0)
+    x0 = validation.at_least_float32(x0)
+    beta_min, beta_max = vp_coefficients(schedule)
+    field = _drift(beta_min, beta_max, schedule.num_steps, eps_fn)
+    n = x0.shape[0]
+    flat_shape = (n, -1)
+    dim = math.prod(x0.shape[1:])
+    probes = jax.random.rademacher(key, (num_probes, *x0.shape), x0.dtype) if num_probes else None
+
+    def divergence(s, x):
+        """(dx/ds, div dx/ds per example); the field acts on each example separately."""
+        f, jvp = jax.linearize(lambda y: field(s, y), x)
+        if probes is None:
+            eye = jnp.eye(dim, dtype=x.dtype).reshape(dim, *x.shape[1:])
+            diag = jax.vmap(lambda e: jvp(jnp.broadcast_to(e, x.shape)))(eye)  # (D, N, ...)
+            div = jnp.einsum("dnk,dk->n", diag.reshape(dim, n, dim), jnp.eye(dim, dtype=x.dtype))
+        else:
+            products = jax.vmap(jvp)(probes)  # (K, N, ...)
+            div = jnp.mean(jnp.sum((products * probes).reshape(num_probes, n, -1), -1), 0)
+        return f, div
+
+    def vector_field(s, state, args):
+        x, _ = state
+        f, div = divergence(s, x)
+        return f, div
+
+    solution = diffrax.diffeqsolve(
+        diffrax.ODETerm(vector_field),
+        diffrax.Tsit5(),
+        t0=s_min,
+        t1=1.0,
+        dt0=None,
+        y0=(x0, jnp.zeros((n,), x0.dtype)),
+        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+        max_steps=100_000,
+    )
+    x1, integral = solution.ys[0][-1], solution.ys[1][-1]
+    log_prior = -0.5 * jnp.sum(jnp.square(x1).reshape(flat_shape), -1) - 0.5 * dim * _LOG_2PI
+    return log_prior + integral

@@ -1,0 +1,73 @@
+"""dpm_jax.ode_likelihood: the probability-flow ODE's log p(x0) against Gaussian closed forms."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dpm_jax import ode_likelihood, schedules
+
+SCHED = schedules.linear_schedule(1000, 1e-4, 0.02)
+SCALE = 0.5  # data N(0, SCALE^2 I): not unit variance, so the flow moves the points
+BETA_MIN, BETA_MAX = ode_likelihood.vp_coefficients(SCHED)
+
+
+def exact_eps(x, t):
+    """E[eps | x_t] of N(0, SCALE^2) data under the continuous VP process at s = (t-1)/(T-1)."""
+    s = (t - 1.0) / (SCHED.num_steps - 1)
+    ab = jnp.exp(-(BETA_MIN * s + 0.5 * (BETA_MAX - BETA_MIN) * s * s))[:, None]
+    var = ab * SCALE**2 + 1.0 - ab
+    return jnp.sqrt(1.0 - ab) * x / var
+
+
+def _gaussian_log_density(x):
+    return np.sum(-0.5 * np.log(2 * np.pi * SCALE**2) - 0.5 * np.asarray(x) ** 2 / SCALE**2, -1)
+
+
+def test_exact_eps_gives_the_gaussian_log_density():
+    x0 = jnp.array([[0.0, 0.0], [0.5, -1.0], [1.5, 1.0], [-0.2, 0.1]])
+    log_p = ode_likelihood.ode_log_likelihood(SCHED, exact_eps, x0, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(log_p, _gaussian_log_density(x0), atol=5e-3)
+
+    # The check has power: the eps of unit-variance data gives that data's density instead.
+    def unit_eps(x, t):
+        s = (t - 1.0) / (SCHED.num_steps - 1)
+        ab = jnp.exp(-(BETA_MIN * s + 0.5 * (BETA_MAX - BETA_MIN) * s * s))[:, None]
+        return jnp.sqrt(1.0 - ab) * x
+
+    unit = ode_likelihood.ode_log_likelihood(SCHED, unit_eps, x0)
+    np.testing.assert_allclose(
+        unit, -np.log(2 * np.pi) - 0.5 * np.sum(np.square(x0), -1), atol=5e-3
+    )
+
+
+def test_hutchinson_estimate_is_unbiased_within_its_standard_error():
+    x0 = jnp.array([[0.3, -0.4, 0.8]])
+    estimates = np.array(
+        [
+            float(
+                ode_likelihood.ode_log_likelihood(
+                    SCHED, exact_eps, x0, jax.random.key(i), num_probes=1
+                )[0]
+            )
+            for i in range(20)
+        ]
+    )
+    se = estimates.std(ddof=1) / np.sqrt(len(estimates))
+    assert abs(estimates.mean() - _gaussian_log_density(x0)[0]) < 3 * se + 5e-3
+
+
+@pytest.mark.parametrize(
+    "kwargs, phrase",
+    [
+        ({"rtol": 0.0}, "tolerances must be positive"),
+        ({"atol": -1e-5}, "tolerances must be positive"),
+        ({"num_probes": -1}, "num_probes must be >= 0"),
+        ({"num_probes": 2}, "needs a PRNG key"),
+    ],
+)
+def test_bad_settings_are_refused(kwargs, phrase):
+    with pytest.raises(ValueError, match=phrase):
+        ode_likelihood.ode_log_likelihood(SCHED, exact_eps, jnp.zeros((1, 2)), **kwargs)
