@@ -22,6 +22,7 @@ import chex
 import diffrax
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from dpm_jax import validation
 from dpm_jax.schedules import Schedule
@@ -34,8 +35,8 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 def vp_coefficients(schedule: Schedule) -> tuple[float, float]:
     """(beta_min, beta_max) of the continuous VP SDE that the discrete linear schedule
-    approximates: T beta_1 and T beta_T."""
-    betas = schedule.betas
+    approximates: T beta_1 and T beta_T (read on the host, so this also works under jit)."""
+    betas = np.asarray(schedule.betas)
     return float(len(betas) * betas[0]), float(len(betas) * betas[-1])
 
 
