@@ -188,6 +188,11 @@ def _expected_log_prior(x0_sq: jax.Array, ab: jax.Array, dim: int) -> jax.Array:
     return -0.5 * dim * _LOG_2PI - 0.5 * expected_sq
 
 
+def log_normal(x: jax.Array, mean, var) -> jax.Array:
+    """log N(x; mean, var) summed over each example's elements, nats, shape (N,)."""
+    return event_sum(-0.5 * (_LOG_2PI + jnp.log(var) + jnp.square(x - mean) / var))
+
+
 def prior_term(schedule: Schedule, x0: jax.Array) -> jax.Array:
     """L_T = KL(q(x^(T) | x0) || pi) for pi = N(0, I), nats per example, shape (N,).
 

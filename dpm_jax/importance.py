@@ -20,17 +20,10 @@ from dpm_jax import discretized, gaussian, likelihood, validation
 from dpm_jax.schedules import Schedule
 from dpm_jax.shapes import event_sum
 
-_LOG_2PI = math.log(2.0 * math.pi)
-
-
-def _log_normal(x, mean, var) -> jax.Array:
-    """log N(x; mean, var) summed over each example's elements, nats, (N,)."""
-    return event_sum(-0.5 * (_LOG_2PI + jnp.log(var) + jnp.square(x - mean) / var))
-
 
 def _log_prior(x) -> jax.Array:
     """log pi(x) for pi = N(0, I), nats, (N,)."""
-    return _log_normal(x, 0.0, 1.0)
+    return gaussian.log_normal(x, 0.0, 1.0)
 
 
 def log_weights(
@@ -65,7 +58,7 @@ def log_weights(
         x_t = jnp.sqrt(1.0 - b) * x_prev + jnp.sqrt(b) * jax.random.normal(
             k, x_prev.shape, x_prev.dtype
         )
-        return x_t, _log_normal(x_t, jnp.sqrt(1.0 - b) * x_prev, b)
+        return x_t, gaussian.log_normal(x_t, jnp.sqrt(1.0 - b) * x_prev, b)
 
     x1, log_q1 = forward(xs, 1, keys[0])
     if bins is None:
@@ -79,7 +72,7 @@ def log_weights(
         t, k = inputs
         x_t, log_q = forward(x_prev, t, k)
         kernel = reverse_fn(x_t, jnp.full((batch,), t, jnp.int32))
-        return (x_t, total + _log_normal(x_prev, kernel.mean, kernel.var) - log_q), None
+        return (x_t, total + gaussian.log_normal(x_prev, kernel.mean, kernel.var) - log_q), None
 
     steps = jnp.arange(2, num_steps + 1, dtype=jnp.int32)
     (x_T, total), _ = jax.lax.scan(step, (x1, first), (steps, keys[1:]))
