@@ -12,6 +12,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+def _save(fig, path: Path) -> None:
+    """Lays ``fig`` out, writes it to ``path`` (creating its folder) at 110 dpi, closes it."""
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def trajectory_figure(
     path: Path,
     forward: list[np.ndarray],
@@ -47,10 +55,7 @@ def trajectory_figure(
                 axes[i, j].set_ylabel(rows[i])
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def kl_per_step_figure(
@@ -68,10 +73,7 @@ def kl_per_step_figure(
     ax_beta.semilogy(np.arange(1, len(betas) + 1), betas, "o-", ms=3, color="tab:gray")
     ax_beta.set_xlabel("t")
     ax_beta.set_ylabel("beta_t")
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def heartbeat_figure(path: Path, samples: np.ndarray, noise: np.ndarray) -> None:
@@ -91,10 +93,7 @@ def heartbeat_figure(path: Path, samples: np.ndarray, noise: np.ndarray) -> None
     for ax in (ax_s, ax_n):
         ax.set_xlabel("bin")
         ax.set_yticks([])
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 # The image figures are laid out in screen pixels at IMAGE_DPI, so that every image pixel
@@ -239,10 +238,7 @@ def learning_curve(
         ax.set_title(title)
     ax.legend(fontsize=8, loc="best")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def rate_distortion_figure(
@@ -265,7 +261,4 @@ def rate_distortion_figure(
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
