@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dpm_jax import gaussian, validation
+from dpm_jax import gaussian, likelihood, parameterisation, validation
+from dpm_jax.data.images import check_pixels
 from dpm_jax.schedules import Schedule
 
 #: ``(x, t) -> eps_hat`` with t a float array (N,) of timesteps on the schedule's 1..T scale.
@@ -33,9 +34,39 @@ EpsFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 def vp_coefficients(schedule: Schedule) -> tuple[float, float]:
     """(beta_min, beta_max) of the continuous VP SDE that the discrete linear schedule
-    approximates: T beta_1 and T beta_T (read on the host, so this also works under jit)."""
-    betas = np.asarray(schedule.betas)
+    approximates: T beta_1 and T beta_T (read on the host, so this also works under jit).
+
+    Refuses a schedule that is not linear in t (the cosine or a learned one): the linear
+    beta(s) would then describe another process than the one the model was trained on.
+    """
+    betas = np.asarray(schedule.betas, np.float64)
+    line = np.linspace(betas[0], betas[-1], len(betas))
+    if not np.allclose(betas, line, rtol=1e-4, atol=1e-7):
+        raise ValueError(
+            "the probability-flow ODE reads the schedule as the VP SDE with a linear beta(s), "
+            "so it needs a linear schedule (schedules.linear_schedule, as DDPM); this one departs "
+            f"from the line by up to {np.max(np.abs(betas - line)):.3g}."
+        )
     return float(len(betas) * betas[0]), float(len(betas) * betas[-1])
+
+
+def eps_fn_from_model(param: parameterisation.Parameterisation, model_fn) -> EpsFn:
+    """The epsilon prediction of ``model_fn(x, t)`` (any variance type) as the ODE's
+    ``eps_fn``. Refuses a model without an epsilon output (the 2015 readouts, x0 or
+    posterior-mean prediction): the ODE evaluates eps at continuous t, where those outputs
+    have no epsilon of the discrete schedule to convert to."""
+    if param.mean != "epsilon":
+        raise ValueError(
+            f"the probability-flow ODE needs a model with an epsilon output; this one predicts "
+            f"mean={param.mean!r}. Use the importance-weighted bound (dpm_jax.importance) for it, "
+            "or train an epsilon-model (mean='epsilon')."
+        )
+
+    def eps_fn(x, t):
+        output = model_fn(x, t)
+        return output[0] if param.outputs_variance else output
+
+    return eps_fn
 
 
 def _drift(beta_min: float, beta_max: float, num_steps: int, eps_fn: EpsFn):
@@ -107,3 +138,36 @@ def ode_log_likelihood(
     )
     x1, integral = solution.ys[0][-1], solution.ys[1][-1]
     return gaussian.log_normal(x1, 0.0, 1.0) + integral
+
+
+def dequantized_bits_per_dim(
+    schedule: Schedule,
+    eps_fn: EpsFn,
+    pixels: jax.Array,
+    key: chex.PRNGKey,
+    *,
+    num_probes: int = 1,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+) -> jax.Array:
+    """An upper bound on the NLL of 8-bit images, bits/dim per example, (N,), by uniform
+    dequantisation as Song et al. (2021, App. D.2; Ho et al. 2019, Flow++):
+
+      x = 2 (pixels + u) / 256 - 1,  u ~ U[0, 1)^D,
+      -log2 P(pixels) <= -E_u[log2 p(x)] - D log2(2 / 256),
+
+    so bits/dim = -log2 p(x) / D + 7 for one u per example (unbiased for the right-hand side;
+    the bound holds in expectation over u). ``pixels`` are integers in [0, 255] of shape
+    (N, H, W, C); the model's data space is [-1, 1] (DDPM's). ``num_probes = 0`` makes the
+    divergence exact (D passes per evaluation: small images only).
+    """
+    check_pixels(pixels)
+    key_u, key_probe = jax.random.split(key)
+    pixels = jnp.asarray(pixels, jnp.float32)
+    u = jax.random.uniform(key_u, pixels.shape, jnp.float32)
+    x = 2.0 * (pixels + u) / 256.0 - 1.0
+    dim = math.prod(pixels.shape[1:])
+    log_p = ode_log_likelihood(
+        schedule, eps_fn, x, key_probe, num_probes=num_probes, rtol=rtol, atol=atol
+    )
+    return -likelihood.nats_to_bits(log_p) / dim + 7.0

@@ -201,7 +201,7 @@ class DDPMSwissRollExperiment(common.Experiment):
 
         def build(params):
             sched = schedule(config)
-            title = f"Swiss roll, DDPM epsilon-MLP, T = {sched.num_steps}"
+            title = f"{swiss_roll.data_title(config)}, DDPM epsilon-MLP, T = {sched.num_steps}"
             return sched, reverse_fn(config, params, sched), exact_bound_fn(config, params), title
 
         return swiss_roll.evaluate_run(
@@ -212,7 +212,7 @@ class DDPMSwissRollExperiment(common.Experiment):
         r = results
         return "\n".join(
             [
-                f"Swiss roll, DDPM epsilon-MLP, T = {r['T']}, {r['train_steps']} training steps, "
+                f"{swiss_roll.TITLES[r.get('data', 'swiss_roll')]}, DDPM epsilon-MLP, T = {r['T']}, {r['train_steps']} training steps, "
                 f"{r['num_test_examples']} test points",
                 f"  K (exact holdout bound)  = {r['K']:.3f} +- {r['K_stderr']:.3f} {UNITS}",
                 f"  true log-likelihood      = {r['true_log_likelihood']:.3f} +- "

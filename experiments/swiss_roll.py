@@ -42,7 +42,7 @@ from dpm_jax import (
     terms,
     train_state,
 )
-from dpm_jax.data import SwissRoll
+from dpm_jax.data import GaussianMixture, SwissRoll
 from dpm_jax.models import NormalizedRBFNetwork
 from experiments import common
 from experiments.swiss_roll_config import LEGACY_KEYS, MUTABLE_KEYS, OBJECTIVES, PRESETS, Config
@@ -52,8 +52,19 @@ UNITS = "bits per 2-D point (data scaled to unit variance)"
 PAPER = {"K": 2.35, "K_minus_L_null": 6.45, "source": "Table 1 (noise level unpublished)"}
 
 
-def _data(config: Config) -> SwissRoll:
+def _data(config: Config) -> SwissRoll | GaussianMixture:
+    """The 2-D data of ``config.data.name``: ``sample(key, n)`` and the exact ``log_density``."""
+    if config.data.name == "gaussian_mixture":
+        return GaussianMixture()
     return SwissRoll(noise_std=config.data.noise_std)
+
+
+TITLES = {"swiss_roll": "Swiss roll", "gaussian_mixture": "Gaussian mixture"}
+
+
+def data_title(config) -> str:
+    """"Swiss roll" or "Gaussian mixture": the name of ``config.data`` for titles and reports."""
+    return TITLES[config.data.name]
 
 
 def _model(config: Config) -> NormalizedRBFNetwork:
@@ -172,7 +183,7 @@ def schedule_ceiling(
         model_kl,
         ceiling_kl,
         np.asarray(schedule.betas),
-        title=f"Swiss roll: KL terms of Eq. 14, {len(x_steps)} test points",
+        title=f"{data_title(config)}: KL terms of Eq. 14, {len(x_steps)} test points",
     )
     return {
         "K_schedule_ceiling": mean,
@@ -209,6 +220,7 @@ def evaluate(config, bound_fn, test_x: np.ndarray, key: jax.Array) -> dict:
         "K": k_mean,
         "K_stderr": k_se,
         "K_kind": common.exact_kind(samples),
+        "data": config.data.name,
         "forward_samples": samples,
         "bound_terms": common.bound_terms_results(values, UNITS),
         "L_null": null_mean,
@@ -217,8 +229,12 @@ def evaluate(config, bound_fn, test_x: np.ndarray, key: jax.Array) -> dict:
         "K_minus_L_null_stderr": kn_se,
         "true_log_likelihood": true_mean,
         "true_log_likelihood_stderr": true_se,
-        "true_log_likelihood_kind": "exact density (numerical integral over the roll), mean over "
-        "the test set",
+        "true_log_likelihood_kind": (
+            "exact density (numerical integral over the roll)"
+            if config.data.name == "swiss_roll"
+            else "exact density (closed form of the mixture)"
+        )
+        + ", mean over the test set",
         "gap_true_minus_K": gap_mean,
         "gap_true_minus_K_stderr": gap_se,
     }
@@ -293,7 +309,7 @@ def run(config: Config, workdir: Path, eval_only: bool = False) -> dict:
 
     def build(params):
         schedule = schedule_from_params(config, params)
-        title = f"Swiss roll, T = {schedule.num_steps}, {config.model.num_hidden} RBF units"
+        title = f"{data_title(config)}, T = {schedule.num_steps}, {config.model.num_hidden} RBF units"
         reverse_fn = reverse_fn_from_params(config, params, schedule)
         return schedule, reverse_fn, exact_bound_fn(config, params), title
 
@@ -347,7 +363,7 @@ def report(results: dict) -> str:
     r = results
     return "\n".join(
         [
-            f"Swiss roll, T = {r['T']}, {r['train_steps']} training steps, {r['num_test_examples']} test points",
+            f"{TITLES[r.get('data', 'swiss_roll')]}, T = {r['T']}, {r['train_steps']} training steps, {r['num_test_examples']} test points",
             f"  K (exact holdout bound)  = {r['K']:.3f} +- {r['K_stderr']:.3f} {UNITS}   "
             f"[paper: {PAPER['K']} on data of unpublished noise level]",
             f"  K - L_null               = {r['K_minus_L_null']:.3f} +- {r['K_minus_L_null_stderr']:.3f}   "

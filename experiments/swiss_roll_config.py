@@ -19,16 +19,24 @@ OBJECTIVES = {"one_t": gaussian.bound_estimate, "all_t": gaussian.bound_exact}
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    """``data``: the generator (``dpm_jax.data.SwissRoll``)."""
+    """``data``: the 2-D generator with an exact density: the Swiss roll
+    (``dpm_jax.data.SwissRoll``) or a ring of eight Gaussians (``dpm_jax.data.GaussianMixture``),
+    both scaled to unit variance."""
 
     HELP = {
+        "name": "the 2-D data: swiss_roll, or gaussian_mixture (eight Gaussians of std 0.3 "
+        "on a ring)",
         "noise_std": "std of the Gaussian noise added to the roll (generator units, before "
-        "the data are scaled to unit variance)"
+        "the data are scaled to unit variance); the Swiss roll only",
     }
+    #: {field: its allowed values}: what ``__post_init__`` accepts and ``--help`` lists.
+    CHOICES = {"name": ("swiss_roll", "gaussian_mixture")}
 
+    name: str = "swiss_roll"
     noise_std: float = 0.25
 
     def __post_init__(self):
+        cfg.require_choice(self, "data.", "name", self.CHOICES["name"])
         cfg.require(self, "data.", ("noise_std",), 0, strict=True)
 
 
