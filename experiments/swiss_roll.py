@@ -63,7 +63,7 @@ TITLES = {"swiss_roll": "Swiss roll", "gaussian_mixture": "Gaussian mixture"}
 
 
 def data_title(config) -> str:
-    """"Swiss roll" or "Gaussian mixture": the name of ``config.data`` for titles and reports."""
+    """ "Swiss roll" or "Gaussian mixture": the name of ``config.data`` for titles and reports."""
     return TITLES[config.data.name]
 
 
@@ -309,7 +309,9 @@ def run(config: Config, workdir: Path, eval_only: bool = False) -> dict:
 
     def build(params):
         schedule = schedule_from_params(config, params)
-        title = f"{data_title(config)}, T = {schedule.num_steps}, {config.model.num_hidden} RBF units"
+        title = (
+            f"{data_title(config)}, T = {schedule.num_steps}, {config.model.num_hidden} RBF units"
+        )
         reverse_fn = reverse_fn_from_params(config, params, schedule)
         return schedule, reverse_fn, exact_bound_fn(config, params), title
 

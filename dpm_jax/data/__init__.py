@@ -30,8 +30,8 @@ from dpm_jax.data.batching import (
 from dpm_jax.data.dead_leaves import DeadLeavesConfig, sample_radii
 from dpm_jax.data.dead_leaves import generate as generate_dead_leaves
 from dpm_jax.data.dead_leaves import train_test as dead_leaves_train_test
-from dpm_jax.data.gaussian_mixture import GaussianMixture
 from dpm_jax.data.digits import DependencyMissing, load_digits_8x8, load_mnist_5k
+from dpm_jax.data.gaussian_mixture import GaussianMixture
 from dpm_jax.data.heartbeat import Heartbeat
 from dpm_jax.data.images import (
     IMAGE_SHAPES,

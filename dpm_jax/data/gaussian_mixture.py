@@ -50,9 +50,7 @@ class GaussianMixture:
         key_k, key_n = jax.random.split(key)
         k = jax.random.randint(key_k, (num,), 0, self.num_components)
         means = jnp.asarray(self.means(), jnp.float32)[k]
-        return (means + self.component_std * jax.random.normal(key_n, (num, 2))).astype(
-            jnp.float32
-        )
+        return (means + self.component_std * jax.random.normal(key_n, (num, 2))).astype(jnp.float32)
 
     def log_density(self, y) -> np.ndarray:
         """Exact log2 p(y) of points y (N, 2), bits per 2-D point, float64 numpy."""
