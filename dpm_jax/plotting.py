@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 from pathlib import Path
 
@@ -261,4 +262,52 @@ def rate_distortion_figure(
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
+    _save(fig, path)
+
+
+@dataclasses.dataclass(frozen=True)
+class LadderCurve:
+    """One model's ladder: K_M (mean, standard error) at each M, its K, its ODE value or None."""
+
+    label: str
+    m: list[int]
+    mean: list[float]
+    stderr: list[float]
+    k: float
+    ode: float | None = None
+
+
+def ladder_figure(
+    path: Path,
+    curves: list[LadderCurve],
+    truth: float | None,
+    *,
+    units: str,
+    title: str | None = None,
+) -> None:
+    """K_M against M (log axis) with error bars per model, each model's K (dotted) and ODE
+    value (dashed) in its colour, and the true log-likelihood as a black line."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for i, c in enumerate(curves):
+        colour = f"C{i}"
+        ax.errorbar(
+            c.m,
+            c.mean,
+            yerr=2 * np.asarray(c.stderr),
+            marker="o",
+            capsize=3,
+            color=colour,
+            label=f"{c.label}: K_M (± 2 SE)",
+        )
+        ax.axhline(c.k, color=colour, linestyle=":", label=f"{c.label}: K")
+        if c.ode is not None:
+            ax.axhline(c.ode, color=colour, linestyle="--", label=f"{c.label}: ODE log p")
+    if truth is not None:
+        ax.axhline(truth, color="black", linewidth=1.5, label="true log-likelihood")
+    ax.set_xscale("log")
+    ax.set_xlabel("M, trajectories per example")
+    ax.set_ylabel("\n".join(textwrap.wrap(units, 40)))
+    ax.legend(fontsize=7, loc="lower right")
+    if title:
+        ax.set_title(title)
     _save(fig, path)

@@ -142,20 +142,21 @@ def init_params(config: Config, key: jax.Array) -> dict:
     return _model(config).init(key, dummy, jnp.ones((1,), jnp.int32))["params"]
 
 
+def eps_fn(config: Config, params: dict):
+    """``(x_t (N, 2), t (N,)) -> eps_hat (N, 2)``, t on the 1..T scale (floats allowed)."""
+    model = _model(config)
+    return lambda x_t, t: model.apply({"params": params}, x_t, t)
+
+
 def reverse_fn(config: Config, params: dict, sched: schedules.Schedule) -> gaussian.ReverseFn:
     """``(x_t, t) -> Kernel``: eps_hat through DDPM Eq. 11 with the fixed variance."""
-    model = _model(config)
     param = parameterisation.Parameterisation("epsilon", config.diffusion.variance)
-    return parameterisation.make_reverse_fn(
-        param, sched, lambda x_t, t: model.apply({"params": params}, x_t, t)
-    )
+    return parameterisation.make_reverse_fn(param, sched, eps_fn(config, params))
 
 
 def loss_fn(config: Config, params: dict, batch: jax.Array, key: jax.Array):
     """L_simple: the mean over examples and both coordinates of |eps - eps_hat|^2."""
-    model = _model(config)
-    eps_fn = lambda x_t, t: model.apply({"params": params}, x_t, t)  # noqa: E731
-    mse = jnp.mean(objectives.l_simple(schedule(config), eps_fn, batch, key))
+    mse = jnp.mean(objectives.l_simple(schedule(config), eps_fn(config, params), batch, key))
     return mse, {"l_simple": mse}
 
 
@@ -193,7 +194,7 @@ class DDPMSwissRollExperiment(common.Experiment):
             config,
             workdir,
             eval_only,
-            swiss_roll._data(config),
+            swiss_roll.dataset(config),
             init_params=init_params,
             make_optimizer=make_optimizer,
             loss_fn=loss_fn,

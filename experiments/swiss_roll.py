@@ -52,7 +52,7 @@ UNITS = "bits per 2-D point (data scaled to unit variance)"
 PAPER = {"K": 2.35, "K_minus_L_null": 6.45, "source": "Table 1 (noise level unpublished)"}
 
 
-def _data(config: Config) -> SwissRoll | GaussianMixture:
+def dataset(config: Config) -> SwissRoll | GaussianMixture:
     """The 2-D data of ``config.data.name``: ``sample(key, n)`` and the exact ``log_density``."""
     if config.data.name == "gaussian_mixture":
         return GaussianMixture()
@@ -166,7 +166,7 @@ def schedule_ceiling(
     ``eval`` sections (the DDPM Swiss roll shares them).
     """
     key_ref, key_eval, key_steps = jax.random.split(key, 3)
-    reference = _data(config).sample(key_ref, config.eval.ceiling_reference_size)
+    reference = dataset(config).sample(key_ref, config.eval.ceiling_reference_size)
     kernel = gaussian.moment_matched_kernel(schedule, reference)
     fn = evaluation.per_example_keys(lambda x0, k: gaussian.bound_exact(schedule, kernel, x0, k))
     subset = test_x[: config.eval.ceiling_examples]
@@ -209,7 +209,7 @@ def evaluate(config, bound_fn, test_x: np.ndarray, key: jax.Array) -> dict:
         desc="exact K",
     )
     k = values["K"]
-    true_ll = _data(config).log_density(test_x)
+    true_ll = dataset(config).log_density(test_x)
     null = np.asarray(likelihood.gaussian_null_log_likelihood(jnp.asarray(test_x)), np.float64)
     k_mean, k_se = likelihood.mean_and_stderr(k)
     true_mean, true_se = likelihood.mean_and_stderr(true_ll)
@@ -301,7 +301,7 @@ def run(config: Config, workdir: Path, eval_only: bool = False) -> dict:
         config,
         workdir,
         eval_only,
-        _data(config),
+        dataset(config),
         init_params=init_params,
         make_optimizer=make_optimizer,
         loss_fn=loss_fn,
@@ -336,7 +336,7 @@ def evaluate_run(
     ``experiments.ddpm_swiss_roll``); ``config`` has this experiment's ``data`` and ``eval``.
     """
     workdir = Path(workdir)
-    test_x = np.asarray(_data(config).sample(keys["test_data"], config.eval.num_test))
+    test_x = np.asarray(dataset(config).sample(keys["test_data"], config.eval.num_test))
     params = train_state.eval_params(state, config.train.ema_decay)
     schedule, reverse_fn, bound_fn, title = build(params)
     results = evaluate(config, bound_fn, test_x, keys["eval"])

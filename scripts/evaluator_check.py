@@ -49,7 +49,7 @@ def _setup(experiment: str, workdir: Path):
         raise SystemExit(f"{workdir} holds no finished default {experiment} run.")
     params = train_state.eval_params(state, config.train.ema_decay)
     if experiment == "swiss_roll":
-        test_x = np.asarray(sr._data(config).sample(keys["test_data"], config.eval.num_test))
+        test_x = np.asarray(sr.dataset(config).sample(keys["test_data"], config.eval.num_test))
         schedule = sr.schedule_from_params(config, params)
         fn = sr.reverse_fn_from_params(config, params, schedule)
         bound = jax.jit(lambda x, k: gaussian.bound_exact(schedule, fn, x, k))

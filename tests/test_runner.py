@@ -91,7 +91,7 @@ def test_an_experiment_trains_the_ema_of_its_config_and_evaluates_it(tmp_path):
         config,
         tmp_path,
         False,
-        sr._data(config),
+        sr.dataset(config),
         init_params=sr.init_params,
         make_optimizer=sr.make_optimizer,
         loss_fn=sr.loss_fn,
@@ -254,7 +254,7 @@ def _swiss_roll_k(batch_size: int, num_examples: int = 37) -> np.ndarray:
     config = sr.PRESETS["small"]
     keys = common.experiment_keys(config.seed)
     params = sr.init_params(config, keys["init"])
-    x = np.asarray(sr._data(config).sample(keys["test_data"], num_examples))
+    x = np.asarray(sr.dataset(config).sample(keys["test_data"], num_examples))
     fn = evaluation.per_example_keys(sr.exact_bound_fn(config, params))
     return evaluation.evaluate(fn, x, keys["eval"], batch_size=batch_size)["K"]
 
@@ -302,7 +302,7 @@ def test_more_forward_samples_shrink_the_monte_carlo_variance_of_k():
     keys = common.experiment_keys(config.seed)
     params = sr.init_params(config, keys["init"])
     fn = evaluation.per_example_keys(sr.exact_bound_fn(config, params))
-    x = np.repeat(np.asarray(sr._data(config).sample(keys["test_data"], 1)), 400, axis=0)
+    x = np.repeat(np.asarray(sr.dataset(config).sample(keys["test_data"], 1)), 400, axis=0)
     var = {
         m: np.var(
             evaluation.evaluate(

@@ -133,7 +133,7 @@ EIGHT_DEVICES = textwrap.dedent(
     toy_fn = evaluation.per_example_keys(
         swiss_roll.exact_bound_fn(toy, swiss_roll.init_params(toy, toy_keys["init"]))
     )
-    toy_x = np.asarray(swiss_roll._data(toy).sample(toy_keys["test_data"], 37))
+    toy_x = np.asarray(swiss_roll.dataset(toy).sample(toy_keys["test_data"], 37))
     out["toy_k"] = {
         str(b): evaluation.evaluate(toy_fn, toy_x, toy_keys["eval"], batch_size=b)["K"].tolist()
         for b in (7, 16)  # 16 splits over the 8 devices, 7 does not
@@ -185,7 +185,7 @@ def test_evaluated_bound_is_the_same_on_1_and_8_devices_and_any_batch_size(eight
     fn = evaluation.per_example_keys(
         swiss_roll.exact_bound_fn(toy, swiss_roll.init_params(toy, keys["init"]))
     )
-    x = np.asarray(swiss_roll._data(toy).sample(keys["test_data"], 37))
+    x = np.asarray(swiss_roll.dataset(toy).sample(keys["test_data"], 37))
     one_device = evaluation.evaluate(fn, x, keys["eval"], batch_size=16)["K"]
     assert one_device.shape == (37,) and np.all(np.isfinite(one_device))
     for batch_size, k in eight_devices["toy_k"].items():
@@ -522,7 +522,7 @@ TRAIN_ON_TWO_DEVICES = textwrap.dedent(
     workdir = Path(sys.argv[1])
     toy = cfg.replace(sr.PRESETS["small"], {TOY!r})
     state, _ = common.train_on_generator(
-        sr.experiment, toy, workdir / "toy", False, sr._data(toy),
+        sr.experiment, toy, workdir / "toy", False, sr.dataset(toy),
         init_params=sr.init_params, make_optimizer=sr.make_optimizer, loss_fn=sr.loss_fn,
     )
     config = cfg.replace(dead_leaves.PRESETS["small"], {{"train.steps_per_call": 2, **{IMAGE!r}}})
@@ -573,7 +573,7 @@ def test_toy_and_image_experiments_train_through_the_runner_on_two_devices(tmp_p
         toy,
         tmp_path / "toy",
         False,
-        sr._data(toy),
+        sr.dataset(toy),
         init_params=sr.init_params,
         make_optimizer=sr.make_optimizer,
         loss_fn=sr.loss_fn,

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from dpm_jax.data import SwissRoll
+from dpm_jax.data import GaussianMixture, SwissRoll
 
 
 def test_samples_have_unit_variance_and_zero_mean():
@@ -49,3 +49,23 @@ def test_bad_parameters():
         SwissRoll(noise_std=0.0)
     with pytest.raises(ValueError, match="s_max"):
         SwissRoll(s_min=3.0, s_max=1.0)
+
+
+def test_gaussian_mixture_has_unit_variance_and_its_density_integrates_to_one():
+    mix = GaussianMixture()
+    x = np.asarray(mix.sample(jax.random.PRNGKey(2), 200_000))
+    assert x.shape == (200_000, 2) and x.dtype == np.float32
+    np.testing.assert_allclose(x.mean(0), 0.0, atol=0.01)
+    np.testing.assert_allclose(x.var(0).mean(), 1.0, atol=0.01)
+    axis = np.linspace(-3.5, 3.5, 281)
+    grid = np.stack(np.meshgrid(axis, axis), -1).reshape(-1, 2)
+    cell = (axis[1] - axis[0]) ** 2
+    np.testing.assert_allclose((2.0 ** mix.log_density(grid)).sum() * cell, 1.0, atol=2e-3)
+    # One component alone is the Gaussian's closed form.
+    one = GaussianMixture(num_components=1, component_std=0.5)
+    y = np.array([[0.1, -0.2]])
+    mu = one.means()[0]
+    closed = -np.log(2 * np.pi * 0.25) - 0.5 * np.sum((y - mu) ** 2) / 0.25
+    np.testing.assert_allclose(one.log_density(y), closed / np.log(2.0), rtol=1e-12)
+    with pytest.raises(ValueError, match="component_std must lie in"):
+        GaussianMixture(component_std=1.5)

@@ -43,7 +43,7 @@ def test_short_training_run_improves_the_exact_bound(tmp_path):
         {"train.steps": 1000, "train.learning_rate": 0.01, "train.checkpoint_every": 1000},
     )
     keys = common.experiment_keys(config.seed)
-    test_x = np.asarray(sr._data(config).sample(keys["test_data"], config.eval.num_test))
+    test_x = np.asarray(sr.dataset(config).sample(keys["test_data"], config.eval.num_test))
     initial = sr.exact_bound_fn(config, sr.init_params(config, keys["init"]))
     before = sr.evaluate(config, initial, test_x, keys["eval"])
     after = sr.run(config, tmp_path / "run")

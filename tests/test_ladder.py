@@ -1,0 +1,112 @@
+"""experiments.ladder end to end on tiny runs: rows, units, the ODE only for epsilon-models,
+the figure, and clear errors for bad settings."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from dpm_jax.data import Heartbeat
+from experiments import binary_heartbeat, common, ddpm_swiss_roll, ladder, swiss_roll
+from experiments import config as cfg
+
+TINY_2D = {"train.steps": 60, "train.checkpoint_every": 60, "eval.num_test": 40}
+
+
+def _train(module, config, workdir):
+    """Trains and checkpoints a run (config.json and checkpoints: what the ladder reads),
+    without the experiment's own evaluation."""
+    data = Heartbeat() if module is binary_heartbeat else swiss_roll.dataset(config)
+    common.train_on_generator(
+        module.experiment,
+        config,
+        workdir,
+        False,
+        data,
+        init_params=module.init_params,
+        make_optimizer=module.make_optimizer,
+        loss_fn=module.loss_fn,
+    )
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ladder_runs")
+    mixture = {**TINY_2D, "data.name": "gaussian_mixture"}
+    _train(swiss_roll, cfg.replace(swiss_roll.PRESETS["small"], mixture), root / "rbf")
+    _train(ddpm_swiss_roll, cfg.replace(ddpm_swiss_roll.PRESETS["small"], mixture), root / "eps")
+    heartbeat = {"train.steps": 20, "train.checkpoint_every": 20, "eval.num_test": 30}
+    _train(
+        binary_heartbeat,
+        cfg.replace(binary_heartbeat.PRESETS["small"], heartbeat),
+        root / "heartbeat",
+    )
+    return root
+
+
+def test_the_ladder_of_each_kind_of_run(runs, tmp_path, capsys):
+    out = tmp_path / "ladder"
+    ladder.main(
+        [
+            *("--workdir", str(out), "--num_test", "24", "--m", "1,8", "--k_draws", "2"),
+            *("--run", str(runs / "rbf"), "--run", str(runs / "eps")),
+            *("--run", str(runs / "heartbeat")),
+        ]
+    )
+    result = json.loads((out / "ladder.json").read_text())
+    assert (out / result["figure"]).exists()
+    assert result["command"].startswith("python -m experiments.ladder --workdir")
+    rbf, eps, heart = result["models"]
+    assert [r["name"] for r in rbf["rows"]] == ["K", "K_1", "K_8", "truth"]
+    assert "not applicable" in rbf["ode"] and "mean and a variance" in rbf["ode"]
+    assert [r["name"] for r in eps["rows"]] == ["K", "K_1", "K_8", "ODE", "truth"]
+    assert [r["name"] for r in heart["rows"]] == ["K", "K_1", "K_8", "truth"]
+    assert "binary data" in heart["ode"]
+    for model in (rbf, eps, heart):
+        rows = {r["name"]: r for r in model["rows"]}
+        assert model["num_test_examples"] == 24
+        assert all(np.isfinite(r["mean"]) and r["stderr"] >= 0 for r in model["rows"])
+        # Both estimate E[K]; the importance-weighted one with more draws rises above it.
+        se = np.hypot(rows["K"]["stderr"], rows["K_1"]["stderr"])
+        assert abs(rows["K"]["mean"] - rows["K_1"]["mean"]) < 4 * se + 0.05
+        assert rows["K_8"]["mean"] > rows["K_1"]["mean"]
+        # A lower bound on the truth on these points, paired (the truth row has no gap).
+        assert rows["K_8"]["gap_truth_minus"] > -2 * rows["K_8"]["gap_truth_minus_stderr"]
+        assert rows["truth"]["gap_truth_minus"] == 0.0
+    # The same points for both mixture models: the same truth.
+    assert rbf["rows"][-1]["mean"] == eps["rows"][-1]["mean"]
+    assert heart["rows"][-1]["mean"] == pytest.approx(-np.log2(5))
+    printed = capsys.readouterr().out
+    assert "| K_8 |" in printed and "share of K's gap closed" in printed
+
+
+@pytest.mark.parametrize(
+    "args, phrase",
+    [
+        (["--m", "0,10"], "every M must be >= 1"),
+        (["--m", "ten"], "comma-separated integers"),
+        (["--rtol", "0"], "tolerances must be positive"),
+        (["--num_test", "1"], "--num_test must be >= 2"),
+    ],
+)
+def test_bad_settings_are_refused(tmp_path, capsys, args, phrase):
+    with pytest.raises(SystemExit):
+        ladder.main(["--workdir", str(tmp_path), "--run", str(tmp_path), *args])
+    assert phrase in capsys.readouterr().err
+
+
+def test_a_run_the_ladder_cannot_read_is_refused(runs, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        ladder.main(["--workdir", str(tmp_path), "--run", str(tmp_path / "missing")])
+    assert "must be the workdir of a finished run" in capsys.readouterr().err
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"experiment": "mnist", "config": {}}))
+    with pytest.raises(SystemExit):
+        ladder.main(["--workdir", str(tmp_path), "--run", str(other)])
+    assert "the ladder reads runs of" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ladder.main(["--workdir", str(tmp_path), "--run", str(runs / "eps"), "--num_test", "1000"])
+    assert "exceeds the run's eval.num_test" in capsys.readouterr().err
