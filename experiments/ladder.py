@@ -138,12 +138,9 @@ def load_model(run_dir: Path, num_test: int) -> LadderModel:
     module = modules[name]
     experiment = module.experiment
     config = cfg.from_json(experiment.config_class(), saved["config"])
-    if config.eval.num_test < num_test:
-        raise ValueError(
-            f"--num_test {num_test} exceeds the run's eval.num_test ({config.eval.num_test})."
-        )
     if name in ("ddpm", "mnist"):
         return _load_digits(module.experiment, config, run_dir, num_test)
+    _check_num_test(num_test, config.eval.num_test)
     if name == "binary_heartbeat":
         data = Heartbeat()
         params, keys, step = _restore(experiment, module, config, run_dir, data)
@@ -195,11 +192,21 @@ def load_model(run_dir: Path, num_test: int) -> LadderModel:
     )
 
 
+def _check_num_test(num_test: int, available: int) -> None:
+    if num_test > available:
+        raise ValueError(
+            f"--num_test {num_test} exceeds the {available} test examples the run evaluates "
+            "(its eval.num_test)."
+        )
+
+
 def _load_digits(experiment, config, run_dir: Path, num_test: int) -> LadderModel:
     """A DDPM U-Net (``ddpm``) or 2015 (``mnist``) run on 8-bit images: its first
     ``num_test`` test images, at most ``eval.num_test`` (the images its own bound used)."""
     keys = common.experiment_keys(config.seed)
-    pixels = gather_images(experiment.load_split(config, "test"), np.arange(num_test))
+    test_source = experiment.load_split(config, "test")
+    _check_num_test(num_test, config.eval.num_test or len(test_source))
+    pixels = gather_images(test_source, np.arange(num_test))
     height, width, channels = config.image_shape()
     dims = height * width * channels
     mesh = sharding.data_mesh()

@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 
 from dpm_jax.data import Heartbeat
-from experiments import binary_heartbeat, common, ddpm_swiss_roll, ladder, swiss_roll
+from experiments import (
+    binary_heartbeat,
+    common,
+    ddpm,
+    ddpm_swiss_roll,
+    images,
+    ladder,
+    mnist,
+    swiss_roll,
+)
 from experiments import config as cfg
 
 TINY_2D = {"train.steps": 60, "train.checkpoint_every": 60, "eval.num_test": 40}
@@ -109,4 +118,39 @@ def test_a_run_the_ladder_cannot_read_is_refused(runs, tmp_path, capsys):
     assert "the ladder reads runs of" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         ladder.main(["--workdir", str(tmp_path), "--run", str(runs / "eps"), "--num_test", "1000"])
-    assert "exceeds the run's eval.num_test" in capsys.readouterr().err
+    assert "exceeds the 40 test examples the run evaluates" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_ladder_of_digit_runs_reports_8bit_bits_per_dim(tmp_path):
+    """A DDPM U-Net and a 2015 image run on the 8x8 digits: K, K_M in bits per digit and as
+    the 8-bit NLL; the ODE (dequantised, Hutchinson) only for the U-Net."""
+    eps_config = cfg.replace(ddpm.PRESETS["small"], {"train.steps": 2, "train.warmup_steps": 1})
+    ddpm.experiment.train(
+        eps_config, tmp_path / "unet", ddpm.experiment.load_split(eps_config, "train"), False
+    )
+    config_2015 = cfg.replace(
+        mnist.PRESETS["small"],
+        {"data.source": "digits_8x8", "diffusion.steps": 20, "train.steps": 2},
+    )
+    train_source = mnist.experiment.load_split(config_2015, "train")
+    scaling = images.scaling_for_run(config_2015, tmp_path / "rbf", train_source, False)
+    images.train(mnist.experiment, config_2015, tmp_path / "rbf", train_source, scaling)
+    out = tmp_path / "ladder"
+    ladder.main(
+        [
+            *("--workdir", str(out), "--num_test", "3", "--m", "1,4", "--k_draws", "1"),
+            *("--run", str(tmp_path / "unet"), "--run", str(tmp_path / "rbf")),
+        ]
+    )
+    unet, net2015 = json.loads((out / "ladder.json").read_text())["models"]
+    assert [r["name"] for r in unet["rows"]] == ["K", "K_1", "K_4", "ODE"]
+    assert [r["name"] for r in net2015["rows"]] == ["K", "K_1", "K_4"]
+    for model in (unet, net2015):
+        for row in model["rows"]:
+            # A codelength of 8-bit data: positive, and -K/D of the same row's bits.
+            assert row["nll_bits_per_dim_8bit"] > 0
+        rows = {r["name"]: r for r in model["rows"]}
+        assert rows["K_4"]["nll_minus_K_nll"] < rows["K_1"]["nll_minus_K_nll"] + 0.5
+    k = unet["rows"][0]
+    assert k["nll_bits_per_dim_8bit"] == pytest.approx(-k["mean"] / 64, rel=1e-6)
