@@ -267,7 +267,8 @@ def rate_distortion_figure(
 
 @dataclasses.dataclass(frozen=True)
 class LadderCurve:
-    """One model's ladder: K_M (mean, standard error) at each M, its K, its ODE value or None."""
+    """One model's ladder: K_M (mean, standard error) at each M, its K, its ODE value or None;
+    ``gap``/``gap_stderr``: truth - K_M paired over the same examples, where the truth is known."""
 
     label: str
     m: list[int]
@@ -275,6 +276,8 @@ class LadderCurve:
     stderr: list[float]
     k: float
     ode: float | None = None
+    gap: list[float] | None = None
+    gap_stderr: list[float] | None = None
 
 
 def ladder_figure(
@@ -286,8 +289,11 @@ def ladder_figure(
     title: str | None = None,
 ) -> None:
     """K_M against M (log axis) with error bars per model, each model's K (dotted) and ODE
-    value (dashed) in its colour, and the true log-likelihood as a black line."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    value (dashed) in its colour, and the true log-likelihood as a black line; where the truth
+    is known, a second panel shows the paired gap truth - K_M (2 standard errors)."""
+    paired = truth is not None and all(c.gap is not None for c in curves)
+    fig, axes = plt.subplots(1, 2 if paired else 1, figsize=(11 if paired else 6.4, 4.4))
+    ax = axes[0] if paired else axes
     for i, c in enumerate(curves):
         colour = f"C{i}"
         ax.errorbar(
@@ -308,6 +314,23 @@ def ladder_figure(
     ax.set_xlabel("M, trajectories per example")
     ax.set_ylabel("\n".join(textwrap.wrap(units, 40)))
     ax.legend(fontsize=7, loc="lower right")
+    if paired:
+        right = axes[1]
+        for i, c in enumerate(curves):
+            right.errorbar(
+                c.m,
+                c.gap,
+                yerr=2 * np.asarray(c.gap_stderr),
+                marker="o",
+                capsize=3,
+                color=f"C{i}",
+                label=c.label,
+            )
+        right.axhline(0.0, color="black", linewidth=1.5, label="truth")
+        right.set_xscale("log")
+        right.set_xlabel("M, trajectories per example")
+        right.set_ylabel("truth − K_M, paired over the same examples")
+        right.legend(fontsize=7)
     if title:
-        ax.set_title(title)
+        fig.suptitle(title)
     _save(fig, path)

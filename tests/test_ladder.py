@@ -112,7 +112,7 @@ def test_a_run_the_ladder_cannot_read_is_refused(runs, tmp_path, capsys):
     assert "must be the workdir of a finished run" in capsys.readouterr().err
     other = tmp_path / "other"
     other.mkdir()
-    (other / "config.json").write_text(json.dumps({"experiment": "mnist", "config": {}}))
+    (other / "config.json").write_text(json.dumps({"experiment": "dead_leaves", "config": {}}))
     with pytest.raises(SystemExit):
         ladder.main(["--workdir", str(tmp_path), "--run", str(other)])
     assert "the ladder reads runs of" in capsys.readouterr().err
