@@ -53,6 +53,10 @@ def convert(workdir: Path) -> str:
         new = cfg.convert_legacy(old, experiment.legacy_keys)
     except KeyError as e:
         raise ValueError(f"{path} ({name}): {e.args[0]}; nothing was written.") from None
+    # Keys added after the flat layout take their defaults: the old run had no such choice.
+    reached = {v for v in experiment.legacy_keys.values() if v is not None}
+    defaults = cfg.to_json(experiment.config_class())
+    new.update({k: v for k, v in defaults.items() if k not in reached and k not in new})
     try:
         cfg.from_json(experiment.config_class(), new)  # the values must form a valid config
     except (ValueError, TypeError, KeyError) as e:

@@ -35,6 +35,9 @@ ALSO_NEEDED = {
 }
 
 
+KEYS_NEWER_THAN_SECTIONS = {"swiss_roll": {"data.name"}}
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_every_experiment_module_declares_an_experiment_object(name):
     module = importlib.import_module(f"experiments.{name}")
@@ -56,8 +59,10 @@ def test_every_experiment_module_declares_an_experiment_object(name):
     assert set(experiment.mutable_keys) <= keys
     # The conversion table from the flat keys of earlier versions reaches every key once
     # (experiments younger than the sectioned configs have none).
+    # Keys added after the sectioning have no flat ancestor.
     targets = [v for v in experiment.legacy_keys.values() if v is not None]
-    assert sorted(targets) == (sorted(keys) if experiment.legacy_keys else [])
+    newer = KEYS_NEWER_THAN_SECTIONS.get(name, set())
+    assert sorted(targets) == (sorted(keys - newer) if experiment.legacy_keys else [])
     if name in IMAGES:
         assert isinstance(experiment, ImageExperiment) and callable(experiment.load_split)
     assert all_experiments()[name] is experiment
@@ -110,8 +115,10 @@ def _choice_sources(name: str) -> dict:
     from dpm_jax.data import images
     from experiments import image_config, swiss_roll_config
 
+    data_names = swiss_roll_config.DataConfig.CHOICES["name"]
     if name == "swiss_roll":
         return {
+            "data.name": data_names,
             "diffusion.schedule_baseline": schedules.BASELINES,
             "model.readout": parameterisation.READOUTS,
             "train.objective": swiss_roll_config.OBJECTIVES,
@@ -121,7 +128,7 @@ def _choice_sources(name: str) -> dict:
     from experiments import ddpm_config, ddpm_swiss_roll
 
     if name == "ddpm_swiss_roll":
-        return {"diffusion.variance": ddpm_swiss_roll.VARIANCES}
+        return {"data.name": data_names, "diffusion.variance": ddpm_swiss_roll.VARIANCES}
     ddpm = {
         "diffusion.mean": ddpm_config.MEANS,
         "diffusion.variance": ddpm_config.VARIANCES,

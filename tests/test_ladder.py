@@ -4,6 +4,7 @@ the figure, and clear errors for bad settings."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,3 +155,22 @@ def test_the_ladder_of_digit_runs_reports_8bit_bits_per_dim(tmp_path):
         assert rows["K_4"]["nll_minus_K_nll"] < rows["K_1"]["nll_minus_K_nll"] + 0.5
     k = unet["rows"][0]
     assert k["nll_bits_per_dim_8bit"] == pytest.approx(-k["mean"] / 64, rel=1e-6)
+
+
+DOCUMENTED = sorted(
+    (Path(__file__).resolve().parents[1] / "docs/runs/ladder").glob("*/ladder.json")
+)
+
+
+@pytest.mark.parametrize("path", DOCUMENTED, ids=lambda p: p.parent.name)
+def test_documented_ladders_are_shown_verbatim_and_none_is_above_the_truth(path):
+    """docs/likelihood_ladder.md shows each committed ladder's tables as ladder.md renders
+    them, and no committed estimate lies above the truth beyond 2 paired standard errors."""
+    page = (path.parents[3] / "docs/likelihood_ladder.md").read_text()
+    result = json.loads(path.read_text())
+    for model in result["models"]:
+        assert ladder.table(model) in page, f"{path}: {model['model']} table not in the page"
+        for row in model["rows"]:
+            if "gap_truth_minus" in row and row["name"] != "truth":
+                assert row["gap_truth_minus"] > -2 * row["gap_truth_minus_stderr"], row
+    assert result["command"] in page
