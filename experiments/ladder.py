@@ -29,6 +29,7 @@ import argparse
 import dataclasses
 import json
 import math
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -571,7 +572,7 @@ def main(argv: list[str] | None = None) -> None:
     title = args.title or "The likelihood ladder"
     fig = figure(results, workdir / "figures" / "ladder.png", title)
     out = {
-        "command": " ".join(["python -m experiments.ladder", *argv]),
+        "command": shlex.join(["python", "-m", "experiments.ladder", *argv]),
         "hardware": common.hardware(),
         "seconds_kind": "wall seconds of each estimate on this hardware, compilation included",
         "models": results,
