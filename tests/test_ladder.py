@@ -166,7 +166,7 @@ DOCUMENTED = sorted(
 def test_documented_ladders_are_shown_verbatim_and_none_is_above_the_truth(path):
     """docs/likelihood_ladder.md shows each committed ladder's tables as ladder.md renders
     them, and no committed estimate lies above the truth beyond 2 paired standard errors."""
-    page = (path.parents[3] / "docs/likelihood_ladder.md").read_text()
+    page = (path.parents[4] / "docs/likelihood_ladder.md").read_text()
     result = json.loads(path.read_text())
     for model in result["models"]:
         assert ladder.table(model) in page, f"{path}: {model['model']} table not in the page"
