@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dpm_jax import gaussian, likelihood, parameterisation, validation
+from dpm_jax import gaussian, likelihood, validation
 from dpm_jax.data.images import check_pixels
 from dpm_jax.schedules import Schedule
 
@@ -48,25 +48,6 @@ def vp_coefficients(schedule: Schedule) -> tuple[float, float]:
             f"from the line by up to {np.max(np.abs(betas - line)):.3g}."
         )
     return float(len(betas) * betas[0]), float(len(betas) * betas[-1])
-
-
-def eps_fn_from_model(param: parameterisation.Parameterisation, model_fn) -> EpsFn:
-    """The epsilon prediction of ``model_fn(x, t)`` (any variance type) as the ODE's
-    ``eps_fn``. Refuses a model without an epsilon output (the 2015 readouts, x0 or
-    posterior-mean prediction): the ODE evaluates eps at continuous t, where those outputs
-    have no epsilon of the discrete schedule to convert to."""
-    if param.mean != "epsilon":
-        raise ValueError(
-            f"the probability-flow ODE needs a model with an epsilon output; this one predicts "
-            f"mean={param.mean!r}. Use the importance-weighted bound (dpm_jax.importance) for it, "
-            "or train an epsilon-model (mean='epsilon')."
-        )
-
-    def eps_fn(x, t):
-        output = model_fn(x, t)
-        return output[0] if param.outputs_variance else output
-
-    return eps_fn
 
 
 def _drift(beta_min: float, beta_max: float, num_steps: int, eps_fn: EpsFn):

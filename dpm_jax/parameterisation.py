@@ -268,3 +268,24 @@ def predict_eps(param: Parameterisation, schedule: Schedule, x_t, t, output: Mod
     if param.mean == "epsilon":
         return _split(param, output)[0]
     return eps_from_x0(schedule, x_t, t, predict_x0(param, schedule, x_t, t, output))
+
+
+def eps_model(
+    param: Parameterisation, model_fn: ModelFn
+) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    """The epsilon prediction of ``model_fn(x, t)`` (any variance type) as a function
+    ``(x, t) -> eps_hat``, for what needs eps at any t: the probability-flow ODE (continuous
+    t) and DDIM (a respaced t). Refuses a model without an epsilon output (the 2015 readouts,
+    x0 or posterior-mean prediction)."""
+    if param.mean != "epsilon":
+        raise ValueError(
+            f"this needs a model with an epsilon output (mean='epsilon'); this one predicts "
+            f"mean={param.mean!r}. The probability-flow ODE and DDIM read eps directly; bound "
+            "such a model with dpm_jax.importance, or sample it ancestrally (gaussian.sample)."
+        )
+
+    def eps_fn(x, t):
+        output = model_fn(x, t)
+        return output[0] if param.outputs_variance else output
+
+    return eps_fn

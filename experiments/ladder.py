@@ -47,6 +47,7 @@ from dpm_jax import (
     importance,
     likelihood,
     ode_likelihood,
+    parameterisation,
     plotting,
     rundir,
     runner,
@@ -228,7 +229,7 @@ def _load_digits(experiment, config, run_dir: Path, num_test: int) -> LadderMode
             truth_kind="",
             units="bits per image: log2 P of the 8-bit digit (discretised decoder)",
             train_steps=int(state.step),
-            eps_fn=ode_likelihood.eps_fn_from_model(
+            eps_fn=parameterisation.eps_model(
                 config.diffusion.parameterisation(), ddpm.model_fn(config, params)
             ),
             bins=ddpm.BINS,

@@ -106,12 +106,10 @@ def test_a_schedule_that_is_not_linear_is_refused():
 def test_a_model_without_eps_output_is_refused(mean):
     var = "reference_code_sigmoid" if mean == "reference_code" else "fixed_large"
     with pytest.raises(ValueError, match="needs a model with an epsilon output"):
-        ode_likelihood.eps_fn_from_model(
-            parameterisation.Parameterisation(mean, var), lambda x, t: x
-        )
+        parameterisation.eps_model(parameterisation.Parameterisation(mean, var), lambda x, t: x)
 
 
-def test_eps_fn_from_model_takes_the_mean_part_of_a_learned_variance_model():
+def test_eps_model_takes_the_mean_part_of_a_learned_variance_model():
     param = parameterisation.Parameterisation("epsilon", "learned_range")
-    eps_fn = ode_likelihood.eps_fn_from_model(param, lambda x, t: (2 * x, -x))
+    eps_fn = parameterisation.eps_model(param, lambda x, t: (2 * x, -x))
     np.testing.assert_allclose(eps_fn(jnp.ones((2, 3)), jnp.ones((2,))), 2.0)
