@@ -144,7 +144,10 @@ def eps_mean(schedule: Schedule, x_t, t, eps) -> jax.Array:
 # Output -> kernel.
 
 
-def _split(param: Parameterisation, output: ModelOutput) -> tuple[jax.Array, jax.Array | None]:
+def split_output(
+    param: Parameterisation, output: ModelOutput
+) -> tuple[jax.Array, jax.Array | None]:
+    """(mean part, variance part or None) of a model output, checked against ``param``."""
     if param.outputs_variance:
         if not (isinstance(output, tuple | list) and len(output) == 2):
             raise ValueError(
@@ -205,7 +208,7 @@ def mean(
 
 def kernel(param: Parameterisation, schedule: Schedule, x_t, t, output: ModelOutput) -> Kernel:
     """p(x^(t-1) | x^(t)) = N(mean, var) from the model output at (x_t, t), t in 1..T."""
-    mean_out, var_out = _split(param, output)
+    mean_out, var_out = split_output(param, output)
     if mean_out.shape != x_t.shape:
         raise ValueError(
             f"the model's mean part has shape {mean_out.shape}, x_t {x_t.shape}; a model must "
@@ -254,7 +257,7 @@ def make_reverse_fn(
 def predict_x0(param: Parameterisation, schedule: Schedule, x_t, t, output: ModelOutput):
     """The model's prediction of x0 at (x_t, t), for any parameterisation (DDPM Fig. 6's x^0)."""
     t = t_array(t, x_t.shape[0])
-    mean_out, _ = _split(param, output)
+    mean_out, _ = split_output(param, output)
     if param.mean == "epsilon":
         return x0_from_eps(schedule, x_t, t, mean_out)
     if param.mean == "x0":
@@ -266,7 +269,7 @@ def predict_eps(param: Parameterisation, schedule: Schedule, x_t, t, output: Mod
     """The model's prediction of eps at (x_t, t), for any parameterisation."""
     t = t_array(t, x_t.shape[0])
     if param.mean == "epsilon":
-        return _split(param, output)[0]
+        return split_output(param, output)[0]
     return eps_from_x0(schedule, x_t, t, predict_x0(param, schedule, x_t, t, output))
 
 
