@@ -1,4 +1,5 @@
-"""Sample-quality metrics on features: the Fréchet distance (Heusel et al. 2017).
+"""Sample-quality metrics on features: the Fréchet distance (Heusel et al. 2017) and
+improved precision and recall (Kynkäänniemi et al. 2019).
 
 The feature network is the caller's (any ``images -> (N, F)`` function); these are the
 metrics on its features, computed on the host in float64.
@@ -64,3 +65,41 @@ def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
 def frechet_distance_of_features(features_a, features_b) -> float:
     """:func:`frechet_distance` of the Gaussians fitted to two feature sets (N_a, F), (N_b, F)."""
     return frechet_distance(*feature_statistics(features_a), *feature_statistics(features_b))
+
+
+def _pairwise_sq_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """|a_i - b_j|^2, shape (len(a), len(b)), float64."""
+    sq = np.sum(a**2, 1)[:, None] + np.sum(b**2, 1)[None, :] - 2.0 * a @ b.T
+    return np.maximum(sq, 0.0)
+
+
+def _knn_radii(features: np.ndarray, k: int) -> np.ndarray:
+    """Squared distance from each point to its k-th nearest other point of the same set."""
+    d = _pairwise_sq_distances(features, features)
+    np.fill_diagonal(d, np.inf)
+    return np.partition(d, k - 1, axis=1)[:, k - 1]
+
+
+def _coverage(reference: np.ndarray, queries: np.ndarray, k: int) -> float:
+    """Fraction of ``queries`` inside at least one k-NN ball of ``reference``."""
+    radii = _knn_radii(reference, k)
+    inside = _pairwise_sq_distances(queries, reference) <= radii[None, :]
+    return float(np.mean(np.any(inside, axis=1)))
+
+
+def precision_recall(real_features, fake_features, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019): precision = the fraction of
+    generated samples inside the real manifold (the union of balls around each real feature
+    reaching its k-th nearest real neighbour), recall = the fraction of real samples inside
+    the generated manifold. Features (N, F); k = 3 as the paper. O(N^2) memory: meant for
+    a few thousand samples."""
+    real = np.asarray(real_features, np.float64)
+    fake = np.asarray(fake_features, np.float64)
+    for name, x in (("real", real), ("fake", fake)):
+        if x.ndim != 2 or len(x) <= k or not np.all(np.isfinite(x)):
+            raise ValueError(
+                f"{name} features must be finite, shape (N, F) with N > k = {k}; got {x.shape}."
+            )
+    if real.shape[1] != fake.shape[1]:
+        raise ValueError(f"feature sizes differ: {real.shape[1]} and {fake.shape[1]}.")
+    return _coverage(real, fake, k), _coverage(fake, real, k)

@@ -55,3 +55,23 @@ def test_features_of_the_same_gaussian_are_close_and_bad_input_is_refused():
         )
     with pytest.raises(ValueError, match="feature sizes differ"):
         sample_quality.frechet_distance(np.zeros(2), np.eye(2), np.zeros(3), np.eye(3))
+
+
+def test_precision_and_recall_on_known_configurations():
+    rng = np.random.default_rng(1)
+    real = rng.normal(size=(500, 2))
+    assert sample_quality.precision_recall(real, real) == (1.0, 1.0)
+    # Far away samples: neither covers the other.
+    assert sample_quality.precision_recall(real, real + 100.0) == (0.0, 0.0)
+    # Mode collapse onto half the data: high precision, recall about a half.
+    half = real[real[:, 0] > 0]
+    precision, recall = sample_quality.precision_recall(real, half + 0.01)
+    assert precision > 0.95 and 0.4 < recall < 0.65
+    # By hand: real points 0, 1, 2, 3 on a line (k = 1: radius 1 each) cover the fake at 0.5,
+    # not those at 10 and 10.5: precision 1/3. The fake at 0.5 has radius 9.5 (its nearest
+    # other fake is 10), which covers every real point: recall 1.
+    line = np.array([[0.0], [1.0], [2.0], [3.0]])
+    fake = np.array([[0.5], [10.0], [10.5]])
+    assert sample_quality.precision_recall(line, fake, k=1) == (1 / 3, 1.0)
+    with pytest.raises(ValueError, match="N > k"):
+        sample_quality.precision_recall(real[:3], real)
