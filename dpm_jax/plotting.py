@@ -289,9 +289,10 @@ def ladder_figure(
     title: str | None = None,
 ) -> None:
     """K_M against M (log axis) with error bars per model, each model's K (dotted) and ODE
-    value (dashed) in its colour, and the true log-likelihood as a black line; where the truth
-    is known, a second panel shows the paired gap truth - K_M (2 standard errors)."""
-    paired = truth is not None and all(c.gap is not None for c in curves)
+    value (dashed) in its colour, and ``truth`` (the curves' common true log-likelihood, or
+    None) as a black line; where every curve has its gap to its own truth, a second panel
+    shows the paired gap truth - K_M (2 standard errors)."""
+    paired = all(c.gap is not None for c in curves)
     fig, axes = plt.subplots(1, 2 if paired else 1, figsize=(11 if paired else 6.4, 4.4))
     ax = axes[0] if paired else axes
     for i, c in enumerate(curves):
