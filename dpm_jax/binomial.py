@@ -49,7 +49,10 @@ def check_rate(pi: float, name: str = "pi") -> None:
 
 
 def _log(p):
-    return jnp.log(jnp.clip(p, _EPS, 1.0))
+    """log of a probability clipped to [eps, 1 - eps]: applied to both p and 1 - p, the two
+    clipped masses still sum to 1 (a normalised Bernoulli), so clipping never inflates a
+    log-likelihood; clipping at 1 instead would give up to 1 + eps."""
+    return jnp.log(jnp.clip(p, _EPS, 1.0 - _EPS))
 
 
 def _logit(p):
