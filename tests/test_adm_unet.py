@@ -72,3 +72,14 @@ def test_bad_sizes_are_refused():
         adm_unet.check_config(
             dataclasses.replace(SMALL, num_head_channels=-1, num_heads=5), (8, 8, 1)
         )
+
+
+def test_the_noise_aware_classifier_gives_logits_and_gradients_in_x():
+    classifier = adm_unet.NoisyClassifier(dataclasses.replace(SMALL, num_classes=None), 10)
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
+    t = jnp.array([3, 700])
+    params = jax.eval_shape(classifier.init, jax.random.key(1), x, t)
+    logits = jax.eval_shape(classifier.apply, params, x, t)
+    assert logits.shape == (2, 10)
+    grad = jax.eval_shape(jax.grad(lambda x, p: classifier.apply(p, x, t)[:, 3].sum()), x, params)
+    assert grad.shape == x.shape

@@ -237,6 +237,75 @@ class ADMUNet(nn.Module):
         return _conv(out_channels, zero=True, name="conv_out")(h)
 
 
+class AttentionPool(nn.Module):
+    """CLIP-style attention pooling: the mean position, with learned positional embeddings,
+    attends over all positions; a linear map of its output gives ``out_features``."""
+
+    num_heads: int
+    out_features: int
+
+    @nn.compact
+    def __call__(self, x):
+        n, height, width, c = x.shape
+        tokens = x.reshape(n, height * width, c)
+        tokens = jnp.concatenate([tokens.mean(axis=1, keepdims=True), tokens], axis=1)
+        position = self.param("position", nn.initializers.normal(c**-0.5), (height * width + 1, c))
+        tokens = tokens + position[None]
+        qkv = nn.Dense(3 * c, name="qkv")(tokens).reshape(
+            n, -1, 3, self.num_heads, c // self.num_heads
+        )
+        q, k, v = qkv[:, :1, 0], qkv[:, :, 1], qkv[:, :, 2]
+        w = jax.nn.softmax(jnp.einsum("nihd,njhd->nhij", q, k) * (c // self.num_heads) ** -0.5, -1)
+        pooled = jnp.einsum("nhij,njhd->nihd", w, v).reshape(n, c)
+        return nn.Dense(self.out_features, name="out")(pooled)
+
+
+class NoisyClassifier(nn.Module):
+    """ADM's noise-aware classifier: the U-Net's downsampling half and middle on (x_t, t),
+    then GroupNorm, SiLU and attention pooling to ``num_classes`` logits (the released code's
+    ``EncoderUNetModel`` with ``pool="attention"``). ``apply(params, x_t, t) -> (N, classes)``."""
+
+    config: ADMConfig
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, x, t, train: bool = False):
+        cfg = self.config
+        chex.assert_rank(x, 4)
+        chex.assert_shape(t, (x.shape[0],))
+        check_config(cfg, x.shape[1:])
+        mc = cfg.model_channels
+        emb = nn.Dense(4 * mc, name="time_embed_0")(timestep_embedding(t, mc))
+        emb = nn.Dense(4 * mc, name="time_embed_1")(nn.silu(emb))
+
+        def heads(ch):
+            return ch // cfg.num_head_channels if cfg.num_head_channels > 0 else cfg.num_heads
+
+        h = _conv(mc, name="conv_in")(x)
+        levels = len(cfg.channel_mult)
+        for level, mult in enumerate(cfg.channel_mult):
+            for i in range(cfg.num_res_blocks):
+                h = ResBlock(
+                    mc * mult, cfg.dropout, cfg.use_scale_shift_norm, name=f"down_{level}_{i}"
+                )(h, emb, train)
+                if h.shape[1] in cfg.attention_resolutions:
+                    h = AttentionBlock(heads(h.shape[-1]), name=f"down_{level}_{i}_attn")(h)
+            if level != levels - 1:
+                h = ResBlock(
+                    h.shape[-1],
+                    cfg.dropout,
+                    cfg.use_scale_shift_norm,
+                    "down",
+                    name=f"down_{level}_resample",
+                )(h, emb, train)
+        ch = h.shape[-1]
+        h = ResBlock(ch, cfg.dropout, cfg.use_scale_shift_norm, name="mid_0")(h, emb, train)
+        h = AttentionBlock(heads(ch), name="mid_attn")(h)
+        h = ResBlock(ch, cfg.dropout, cfg.use_scale_shift_norm, name="mid_1")(h, emb, train)
+        h = nn.silu(nn.GroupNorm(NUM_GROUPS, name="out_norm")(h))
+        return AttentionPool(heads(ch), self.num_classes, name="pool")(h)
+
+
 def num_parameters(config: ADMConfig, image_shape: tuple[int, int, int]) -> int:
     """The parameter count for images of ``image_shape`` (``jax.eval_shape``: no memory)."""
     model = ADMUNet(config)
