@@ -280,6 +280,10 @@ class LadderCurve:
     gap_stderr: list[float] | None = None
 
 
+def _two_se_errorbar(ax, x, y, stderr, colour: str, label: str) -> None:
+    ax.errorbar(x, y, yerr=2 * np.asarray(stderr), marker="o", capsize=3, color=colour, label=label)
+
+
 def ladder_figure(
     path: Path,
     curves: list[LadderCurve],
@@ -297,15 +301,7 @@ def ladder_figure(
     ax = axes[0] if paired else axes
     for i, c in enumerate(curves):
         colour = f"C{i}"
-        ax.errorbar(
-            c.m,
-            c.mean,
-            yerr=2 * np.asarray(c.stderr),
-            marker="o",
-            capsize=3,
-            color=colour,
-            label=f"{c.label}: K_M (± 2 SE)",
-        )
+        _two_se_errorbar(ax, c.m, c.mean, c.stderr, colour, f"{c.label}: K_M (± 2 SE)")
         ax.axhline(c.k, color=colour, linestyle=":", label=f"{c.label}: K")
         if c.ode is not None:
             ax.axhline(c.ode, color=colour, linestyle="--", label=f"{c.label}: ODE log p")
@@ -318,15 +314,7 @@ def ladder_figure(
     if paired:
         right = axes[1]
         for i, c in enumerate(curves):
-            right.errorbar(
-                c.m,
-                c.gap,
-                yerr=2 * np.asarray(c.gap_stderr),
-                marker="o",
-                capsize=3,
-                color=f"C{i}",
-                label=c.label,
-            )
+            _two_se_errorbar(right, c.m, c.gap, c.gap_stderr, f"C{i}", c.label)
         right.axhline(0.0, color="black", linewidth=1.5, label="truth")
         right.set_xscale("log")
         right.set_xlabel("M, trajectories per example")

@@ -333,6 +333,21 @@ def train_on_generator(
     return state, keys
 
 
+def train_module_on_generator(module, config, workdir: Path, eval_only: bool, data):
+    """:func:`train_on_generator` with an experiment module's own ``experiment``,
+    ``init_params``, ``make_optimizer`` and ``loss_fn``. Returns (state, keys)."""
+    return train_on_generator(
+        module.experiment,
+        config,
+        workdir,
+        eval_only,
+        data,
+        init_params=module.init_params,
+        make_optimizer=module.make_optimizer,
+        loss_fn=module.loss_fn,
+    )
+
+
 def exact_kind(forward_samples: int, draws: str = "forward sample x^(t)") -> str:
     """results.json's ``K_kind`` of an exact bound: what is summed and what is sampled."""
     averaged = (

@@ -85,14 +85,14 @@ class LadderModel:
 
     label: str
     experiment: str
-    kind: str
     schedule: schedules.Schedule
     reverse_fn: object
     test_x: np.ndarray
-    truth: np.ndarray | None
-    truth_kind: str
     units: str
     train_steps: int
+    kind: str = "gaussian"
+    truth: np.ndarray | None = None
+    truth_kind: str = ""
     pi: float = 0.0
     eps_fn: object = None
     no_ode: str = ""
@@ -102,18 +102,9 @@ class LadderModel:
     max_rows: int = 1 << 17
 
 
-def _restore(experiment, module, config, run_dir: Path, data):
+def _restore(module, config, run_dir: Path, data):
     """(eval parameters, the run's keys, step) from the latest checkpoint of ``run_dir``."""
-    state, keys = common.train_on_generator(
-        experiment,
-        config,
-        run_dir,
-        True,
-        data,
-        init_params=module.init_params,
-        make_optimizer=module.make_optimizer,
-        loss_fn=module.loss_fn,
-    )
+    state, keys = common.train_module_on_generator(module, config, run_dir, True, data)
     return train_state.eval_params(state, config.train.ema_decay), keys, int(state.step)
 
 
@@ -147,7 +138,7 @@ def load_model(run_dir: Path, num_test: int) -> LadderModel:
     _check_num_test(num_test, config.eval.num_test)
     if name == "binary_heartbeat":
         data = Heartbeat()
-        params, keys, step = _restore(experiment, module, config, run_dir, data)
+        params, keys, step = _restore(module, config, run_dir, data)
         schedule = schedules.binomial_schedule(config.diffusion.steps)
         test_x = np.asarray(data.sample(keys["test_data"], config.eval.num_test))[:num_test]
         return LadderModel(
@@ -165,12 +156,11 @@ def load_model(run_dir: Path, num_test: int) -> LadderModel:
             no_ode="binary data: the probability-flow ODE is for Gaussian diffusion",
         )
     data = swiss_roll.dataset(config)
-    params, keys, step = _restore(experiment, module, config, run_dir, data)
+    params, keys, step = _restore(module, config, run_dir, data)
     test_x = np.asarray(data.sample(keys["test_data"], config.eval.num_test))[:num_test]
     truth = data.log_density(test_x)
     common_fields = {
         "experiment": name,
-        "kind": "gaussian",
         "test_x": test_x,
         "truth": truth,
         "truth_kind": f"exact density of the {swiss_roll.data_title(config)}",
@@ -221,12 +211,9 @@ def _load_digits(experiment, config, run_dir: Path, num_test: int) -> LadderMode
         return LadderModel(
             label=f"DDPM U-Net, T = {schedule.num_steps}",
             experiment=experiment.name,
-            kind="gaussian",
             schedule=schedule,
             reverse_fn=ddpm.reverse_fn(config, params, schedule),
             test_x=np.asarray(ddpm.to_model(pixels)),
-            truth=None,
-            truth_kind="",
             units="bits per image: log2 P of the 8-bit digit (discretised decoder)",
             train_steps=int(state.step),
             eps_fn=parameterisation.eps_model(
@@ -245,12 +232,9 @@ def _load_digits(experiment, config, run_dir: Path, num_test: int) -> LadderMode
     return LadderModel(
         label=f"2015 network, T = {schedule.num_steps}",
         experiment=experiment.name,
-        kind="gaussian",
         schedule=schedule,
         reverse_fn=image_model.reverse_fn_from_params(config, params, schedule),
         test_x=np.asarray(z),
-        truth=None,
-        truth_kind="",
         units="bits per image: log2 p of the dequantised digit scaled to unit variance",
         train_steps=int(state.step),
         no_ode="the 2015 readout predicts a mean and a variance, not epsilon",

@@ -29,16 +29,7 @@ def _train(module, config, workdir):
     """Trains and checkpoints a run (config.json and checkpoints: what the ladder reads),
     without the experiment's own evaluation."""
     data = Heartbeat() if module is binary_heartbeat else swiss_roll.dataset(config)
-    common.train_on_generator(
-        module.experiment,
-        config,
-        workdir,
-        False,
-        data,
-        init_params=module.init_params,
-        make_optimizer=module.make_optimizer,
-        loss_fn=module.loss_fn,
-    )
+    common.train_module_on_generator(module, config, workdir, False, data)
 
 
 @pytest.fixture(scope="module")
