@@ -81,7 +81,7 @@ def _converter(kind):
         try:
             return cfg.parse_value(text, kind)
         except ValueError as e:
-            if kind is bool or "finite" in str(e):
+            if kind is bool:
                 raise argparse.ArgumentTypeError(str(e)) from None
             raise
 

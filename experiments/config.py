@@ -71,12 +71,7 @@ def _parse_scalar(text: str, kind: type):
         if low in _FALSE:
             return False
         raise ValueError(f"expected true or false, got {text!r}")
-    if kind is float:
-        value = float(text.strip())
-        if not math.isfinite(value):
-            raise ValueError(f"expected a finite number, got {text!r}")
-        return value
-    return int(text.strip()) if kind is int else text
+    return kind(text.strip()) if kind in (int, float) else text
 
 
 def parse_value(text: str, kind) -> Any:
