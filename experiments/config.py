@@ -184,9 +184,9 @@ class TrainConfig:
         require(self, "train.", (*positive, "steps_per_call"), 1)
         require(self, "train.", ("steps", "warmup_steps"), 0)
         require(self, "train.", ("learning_rate",), 0, strict=True)
-        if not self.grad_clip_norm >= 0:  # NaN too
+        if not (math.isfinite(self.grad_clip_norm) and self.grad_clip_norm >= 0):
             raise ValueError(
-                "train.grad_clip_norm must be >= 0 (0 turns clipping off), got "
+                "train.grad_clip_norm must be a finite number >= 0 (0 turns clipping off), got "
                 f"{self.grad_clip_norm}."
             )
         if not 0.0 <= self.ema_decay < 1.0:
