@@ -21,7 +21,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from dpm_jax import chain, validation
+from dpm_jax import chain, parameterisation, validation
 from dpm_jax.schedules import Schedule
 
 EpsFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -39,8 +39,9 @@ def step(schedule: Schedule, eps_fn: EpsFn, x_t, t, key, eta: float) -> jax.Arra
     x_t (N, *event)."""
     ab = schedule.alphas_cumprod
     ab_t, ab_prev = ab[t - 1], ab[t - 2]
-    eps = eps_fn(x_t, jnp.full((x_t.shape[0],), t, jnp.int32))
-    x0 = (x_t - jnp.sqrt(1.0 - ab_t) * eps) / jnp.sqrt(ab_t)
+    t_batch = jnp.full((x_t.shape[0],), t, jnp.int32)
+    eps = eps_fn(x_t, t_batch)
+    x0 = parameterisation.x0_from_eps(schedule, x_t, t_batch, eps)
     sigma = eta * jnp.sqrt((1.0 - ab_prev) / (1.0 - ab_t) * (1.0 - ab_t / ab_prev))
     direction = jnp.sqrt(jnp.maximum(1.0 - ab_prev - sigma**2, 0.0)) * eps
     noise = sigma * jax.random.normal(key, x_t.shape, x_t.dtype)
@@ -76,9 +77,8 @@ def sample(
             return eps_fn(x, steps[t - 1])
 
     def final(x1, key):
-        ab_1 = schedule.alphas_cumprod[0]
-        eps = model_eps(x1, jnp.ones((x1.shape[0],), jnp.int32))
-        return (x1 - jnp.sqrt(1.0 - ab_1) * eps) / jnp.sqrt(ab_1)
+        t_1 = jnp.ones((x1.shape[0],), jnp.int32)
+        return parameterisation.x0_from_eps(schedule, x1, t_1, model_eps(x1, t_1))
 
     out = chain.run(
         lambda k: jax.random.normal(k, shape, jnp.float32),

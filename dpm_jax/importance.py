@@ -50,6 +50,26 @@ def _sum_over_steps(x1: jax.Array, keys: jax.Array, step_fn) -> tuple[jax.Array,
     return x_T, total
 
 
+def _log_weights(x0, key, num_samples: int, num_steps: int, forward, log_reverse, first, log_prior):
+    """The trajectory driver of both diffusions, nats, (N, num_samples).
+
+    ``forward(x_prev, t, key) -> (x_t, log q(x_t | x_prev))`` draws one forward step;
+    ``log_reverse(x_prev, x_t, t (N,))`` is log p(x_prev | x_t) for t = 2..T;
+    ``first(x0, x1, log_q1)`` the first step's log p(x0 | x1) - log q(x1 | x0); ``log_prior``
+    log p(x^(T)). All log-densities are summed over the event, one value per trajectory.
+    """
+    xs = _repeat(x0, num_samples)
+    keys = jax.random.split(key, num_steps)
+
+    def step_fn(x_prev, t, k):
+        x_t, log_q = forward(x_prev, t, k)
+        return x_t, log_reverse(x_prev, x_t, jnp.full((x_t.shape[0],), t, jnp.int32)) - log_q
+
+    x1, log_q1 = forward(xs, 1, keys[0])
+    x_T, total = _sum_over_steps(x1, keys[1:], step_fn)
+    return (first(xs, x1, log_q1) + total + log_prior(x_T)).reshape(x0.shape[0], num_samples)
+
+
 def log_weights(
     schedule: Schedule,
     reverse_fn: gaussian.ReverseFn,
@@ -78,21 +98,19 @@ def log_weights(
         )
         return x_t, gaussian.log_normal(x_t, jnp.sqrt(1.0 - b) * x_prev, b)
 
-    def step_fn(x_prev, t, k):
-        x_t, log_q = forward(x_prev, t, k)
-        kernel = reverse_fn(x_t, jnp.full((x_t.shape[0],), t, jnp.int32))
-        return x_t, gaussian.log_normal(x_prev, kernel.mean, kernel.var) - log_q
+    def log_reverse(x_prev, x_t, t):
+        kernel = reverse_fn(x_t, t)
+        return gaussian.log_normal(x_prev, kernel.mean, kernel.var)
 
-    xs = _repeat(x0, num_samples)
-    keys = jax.random.split(key, schedule.num_steps)
-    x1, log_q1 = forward(xs, 1, keys[0])
-    if bins is None:
-        first = _log_prior(xs) - _log_prior(x1)  # log p(x0 | x1) - log q(x1 | x0), Eq. 44
-    else:
+    def first(xs, x1, log_q1):
+        if bins is None:  # Eq. 44: log q(x1 | x0) + log pi(x0) - log pi(x1) - log q(x1 | x0)
+            return _log_prior(xs) - _log_prior(x1)
         kernel = reverse_fn(x1, jnp.ones((xs.shape[0],), jnp.int32))
-        first = event_sum(discretized.log_prob(xs, kernel.mean, kernel.var, bins)) - log_q1
-    x_T, total = _sum_over_steps(x1, keys[1:], step_fn)
-    return (first + total + _log_prior(x_T)).reshape(x0.shape[0], num_samples)
+        return event_sum(discretized.log_prob(xs, kernel.mean, kernel.var, bins)) - log_q1
+
+    return _log_weights(
+        x0, key, num_samples, schedule.num_steps, forward, log_reverse, first, _log_prior
+    )
 
 
 def binomial_log_weights(
@@ -114,24 +132,27 @@ def binomial_log_weights(
     x0 = validation.at_least_float32(x0)
     betas = jnp.asarray(schedule.betas, x0.dtype)
 
+    def log_bernoulli(x, rate):
+        return event_sum(binomial.bernoulli_log_prob(x, rate))
+
     def forward(x_prev, t, k):
         rate = binomial.forward_rate(x_prev, betas[t - 1], pi)
         x_t = jax.random.bernoulli(k, rate).astype(x_prev.dtype)
-        return x_t, event_sum(binomial.bernoulli_log_prob(x_t, rate))
+        return x_t, log_bernoulli(x_t, rate)
 
-    def step_fn(x_prev, t, k):
-        x_t, log_q = forward(x_prev, t, k)
-        rate = rate_fn(x_t, jnp.full((x_t.shape[0],), t, jnp.int32))
-        return x_t, event_sum(binomial.bernoulli_log_prob(x_prev, rate)) - log_q
+    def first(xs, x1, log_q1):
+        return log_bernoulli(xs, binomial.forward_rate(x1, betas[0], pi)) - log_q1
 
-    xs = _repeat(x0, num_samples)
-    keys = jax.random.split(key, schedule.num_steps)
-    x1, log_q1 = forward(xs, 1, keys[0])
-    first_rate = binomial.forward_rate(x1, betas[0], pi)
-    first = event_sum(binomial.bernoulli_log_prob(xs, first_rate)) - log_q1
-    x_T, total = _sum_over_steps(x1, keys[1:], step_fn)
-    log_prior = event_sum(binomial.bernoulli_log_prob(x_T, pi))
-    return (first + total + log_prior).reshape(x0.shape[0], num_samples)
+    return _log_weights(
+        x0,
+        key,
+        num_samples,
+        schedule.num_steps,
+        forward,
+        lambda x_prev, x_t, t: log_bernoulli(x_prev, rate_fn(x_t, t)),
+        first,
+        lambda x_T: log_bernoulli(x_T, pi),
+    )
 
 
 def bits_from_log_weights(log_w: jax.Array) -> jax.Array:
