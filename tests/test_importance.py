@@ -52,6 +52,7 @@ def test_a_wrong_kernel_rises_with_m_towards_the_truth_and_k1_is_the_t_summed_bo
     k_sum = np.asarray(gaussian.bound_exact(SCHED, wrong, x0, jax.random.key(2)))
     se = np.hypot(ses[0], k_sum.std(ddof=1) / np.sqrt(len(k_sum)))
     assert abs(means[0] - k_sum.mean()) < 4 * se, (means[0], k_sum.mean(), se)
+    assert k_sum.mean() < means[1]  # the K < K_10, with the t-summed K itself
 
 
 def test_m_below_one_is_refused():
@@ -102,6 +103,7 @@ def test_binomial_wrong_kernel_rises_with_m_and_k1_is_the_t_summed_bound():
     k_sum = np.asarray(binomial.bound_exact(BSCHED, wrong, x0, PI, jax.random.key(2)))
     se = np.hypot(ses[0], k_sum.std(ddof=1) / np.sqrt(len(k_sum)))
     assert abs(means[0] - k_sum.mean()) < 4 * se, (means[0], k_sum.mean(), se)
+    assert k_sum.mean() < means[1]  # the K < K_10, with the t-summed K itself
 
 
 def test_binomial_refuses_non_binary_data_and_m_below_one():
