@@ -86,6 +86,27 @@ def uniform_timesteps(num_steps: int, count: int) -> np.ndarray:
     return np.asarray([round(i * stride) + 1 for i in range(count)], np.int32)
 
 
+def timesteps_to_kept(timesteps: Sequence[int], num_steps: int) -> np.ndarray:
+    """A user's list of timesteps in the order the reverse chain visits them (strictly
+    decreasing, in 1..T, e.g. ``[1000, 750, 500, 250, 1]``) as the increasing ``kept`` of
+    :func:`respace`; a list that is not strictly decreasing or leaves 1..T is refused."""
+    steps = np.asarray(timesteps)
+    if steps.ndim != 1 or steps.size < 2 or not np.issubdtype(steps.dtype, np.integer):
+        raise ValueError(
+            f"a respacing list needs at least 2 integer timesteps, got {np.asarray(timesteps).tolist()}."
+        )
+    if np.any(np.diff(steps) >= 0):
+        raise ValueError(
+            "a respacing list must be strictly decreasing (the reverse chain visits the largest "
+            f"timestep first), got {steps.tolist()}."
+        )
+    if steps[0] > num_steps or steps[-1] < 1:
+        raise ValueError(
+            f"a respacing list's timesteps must lie in 1..T = {num_steps}, got {steps.tolist()}."
+        )
+    return steps[::-1].astype(np.int32)
+
+
 def respace(schedule: Schedule, kept: Sequence[int] | np.ndarray) -> tuple[Schedule, jax.Array]:
     """The schedule of the kept steps k_1 < ... < k_S (1-based) and the map t -> k_t.
 

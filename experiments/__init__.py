@@ -10,6 +10,7 @@ from __future__ import annotations
 def all_experiments() -> dict:
     """{name: experiment object} of every experiment (imports their modules)."""
     from experiments import (
+        adm,
         bark,
         binary_heartbeat,
         cifar10,
@@ -23,6 +24,6 @@ def all_experiments() -> dict:
 
     modules = (
         *(swiss_roll, binary_heartbeat, mnist, cifar10, dead_leaves, bark),
-        *(ddpm, ddpm_swiss_roll, ddpm_dead_leaves),
+        *(ddpm, ddpm_swiss_roll, ddpm_dead_leaves, adm),
     )
     return {m.experiment.name: m.experiment for m in modules}

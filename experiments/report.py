@@ -244,7 +244,8 @@ def documented_groups(root: Path = DOCUMENTED_RUNS) -> dict[str, list[Path]]:
 def _bound_cell(r: dict) -> str:
     """The run's headline bound with its unit: NLL in bits/dim for 8-bit images, else K."""
     if "nll_bits_per_dim" in r:
-        return f"NLL ≤ {_value(r, 'nll_bits_per_dim')} bits/dim (8-bit)"
+        of = f" of {r['bound_of']}" if r.get("bound_of", "p(x)") != "p(x)" else ""
+        return f"NLL{of} ≤ {_value(r, 'nll_bits_per_dim')} bits/dim (8-bit)"
     if "nll_bits_per_dim_8bit" in r:
         return f"NLL ≤ {_value(r, 'nll_bits_per_dim_8bit')} bits/dim (8-bit)"
     return f"K = {_value(r, 'K')} {r['units']}"
@@ -278,6 +279,16 @@ def render_group(group: str, members: list[tuple[str, dict]]) -> list[str]:
             f"{c['num_test_examples']} of {c['test_set_size']} test digits; per-pixel "
             f"categorical baseline {c['pixel_categorical_bits_per_dim']:.3f} ± "
             f"{c['pixel_categorical_bits_per_dim_stderr']:.3f} bits/dim.",
+        ]
+    quality = Path(group) / "quality" / "quality.json"
+    if quality.exists():
+        from experiments import adm_quality
+
+        lines += [
+            "",
+            f"Sample quality of these runs (`experiments.adm_quality`, `{quality.parent}`):",
+            "",
+            adm_quality.tables(json.loads(quality.read_text())).rstrip("\n"),
         ]
     return lines
 

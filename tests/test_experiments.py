@@ -14,7 +14,7 @@ from experiments.images import ImageExperiment
 
 NAMES = (
     *("swiss_roll", "binary_heartbeat", "mnist", "cifar10", "dead_leaves", "bark"),
-    *("ddpm", "ddpm_swiss_roll", "ddpm_dead_leaves"),
+    *("ddpm", "ddpm_swiss_roll", "ddpm_dead_leaves", "adm"),
 )
 IMAGES = ("mnist", "cifar10", "dead_leaves", "bark")
 #: What a choice needs changed with it: DDPM's CIFAR-10 U-Net halves 28 x 28 digits once too often.
@@ -26,6 +26,20 @@ ALSO_NEEDED = {
         **DDPM_DIGITS,
         "model.ch_mult": (1, 2),
         "model.attn_resolutions": (4,),
+    },
+    # ADM: a learned variance goes with L_hybrid, a fixed one with L_simple.
+    **{
+        ("adm", "diffusion.variance", v): {"diffusion.loss": "simple"}
+        for v in ("fixed_large", "fixed_small")
+    },
+    ("adm", "diffusion.loss", "simple"): {"diffusion.variance": "fixed_large"},
+    ("adm", "data.dataset", "cifar10"): {
+        "data.source": "tfds",
+        "model.attention_resolutions": (16,),
+    },
+    **{
+        ("adm", "data.source", source): {"model.attention_resolutions": (14,)}
+        for source in ("tfds", "npz", "folder", "mnist_5k")
     },
     **{
         (name, "diffusion.mean", mean): {"diffusion.loss": "bound"}  # L_simple is on eps
@@ -144,8 +158,18 @@ def _choice_sources(name: str) -> dict:
     tfds = {"data.dataset": tuple(sorted(images.IMAGE_SHAPES))}
     if name == "cifar10":
         return {**tfds, "data.source": image_config.FILE_SOURCES, **model}
+    sources = image_config.FILE_SOURCES + image_config.DIGIT_SOURCES
+    if name == "adm":
+        from experiments import adm_config
+
+        return {
+            **tfds,
+            "data.source": sources,
+            "diffusion.schedule": adm_config.SCHEDULES,
+            "diffusion.variance": adm_config.VARIANCES,
+            "diffusion.loss": adm_config.LOSSES,
+        }
     if name in ("mnist", "ddpm"):
-        sources = image_config.FILE_SOURCES + image_config.DIGIT_SOURCES
         return {**tfds, "data.source": sources, **(ddpm if name == "ddpm" else model)}
     return model
 
