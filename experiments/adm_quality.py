@@ -40,7 +40,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from dpm_jax import gaussian, guidance, likelihood, rundir, sample_quality, train_state
+from dpm_jax import gaussian, guidance, likelihood, plotting, rundir, sample_quality, train_state
 from dpm_jax.data.batching import train_batch_indices
 from dpm_jax.models import adm_unet, feature_net
 from experiments import adm, common
@@ -260,11 +260,16 @@ def run(args, command: str) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     study = Study(workdir, command)
     key = jax.random.key(args.seed)
-    runs = {name: load_run(Path(getattr(args, name)), name) for name in ("simple", "hybrid", "cfg")}
-    base_config = runs["hybrid"][0]
-    for name, (config, _, _) in runs.items():
-        if config.data != base_config.data:
-            raise ValueError(f"--{name} was trained on other data than --hybrid.")
+    runs = {}
+
+    def loaded(name: str):  # each run when first needed, so a study can start before the last
+        if name not in runs:
+            runs[name] = load_run(Path(getattr(args, name)), name)
+            if runs[name][0].data != loaded("hybrid")[0].data:
+                raise ValueError(f"--{name} was trained on other data than --hybrid.")
+        return runs[name]
+
+    base_config = loaded("hybrid")[0]
     train_x, train_y = labelled_split(base_config, "train")
     test_x, test_y = labelled_split(base_config, "test")
     features_fn = feature_classifier(
@@ -284,11 +289,16 @@ def run(args, command: str) -> dict:
     def sampled(config, model, k, **kwargs):
         return quantise(jax.jit(lambda k: adm.generate(config, model, k, n, **kwargs))(k))
 
-    def measured(samples_fn, labels=None):
-        return lambda: quality(features_fn, real, samples_fn(), labels)
+    def measured(samples_fn, section, name, labels=None):
+        def compute():
+            samples = samples_fn()
+            save_samples(workdir, section, name, samples)
+            return quality(features_fn, real, samples, labels)
+
+        return compute
 
     for i, name in enumerate(("simple", "hybrid")):
-        config, params, results = runs[name]
+        config, params, results = loaded(name)
         model = adm.model_fn(config, params)
         study.data.setdefault("bits_per_dim", {})[name] = {
             "nll_bits_per_dim": results["nll_bits_per_dim"],
@@ -305,9 +315,10 @@ def run(args, command: str) -> dict:
             draw = functools.partial(
                 sampled, config, model, k_model, method=method, num_steps=steps
             )
-            study.row(f"steps/{name}", f"{method} {steps}", measured(draw))
+            section, row = f"steps/{name}", f"{method} {steps}"
+            study.row(section, row, measured(draw, section, row))
     # Guidance: respaced ancestral sampling, labels y = i mod 10.
-    config, params, _ = runs["hybrid"]
+    config, params, _ = loaded("hybrid")
     logits_fn, sched = noisy_classifier(
         workdir, config, train_x, train_y, jax.random.fold_in(key, 2), args.classifier_steps
     )
@@ -327,15 +338,49 @@ def run(args, command: str) -> dict:
             grad_fn=grad_fn,
             guidance_scale=s,
         )
-        study.row("guidance/classifier", f"{s:g}", measured(draw, asked))
-    config, params, _ = runs["cfg"]
+        study.row(
+            "guidance/classifier", f"{s:g}", measured(draw, "guidance/classifier", f"{s:g}", asked)
+        )
+    config, params, _ = loaded("cfg")
     for s in args.scales:
         guided = cfg_model(config, params, asked, s)
         draw = functools.partial(sampled, config, guided, k_guide, num_steps=args.guidance_steps)
-        study.row("guidance/classifier_free", f"{s:g}", measured(draw, asked))
+        section = "guidance/classifier_free"
+        study.row(section, f"{s:g}", measured(draw, section, f"{s:g}", asked))
     study.data["guidance_sampler"] = f"{args.guidance_steps}-step respaced ancestral"
     rundir.write_json_atomic(study.path, study.data)
     return study.data
+
+
+#: Samples kept per row for the figures.
+KEPT_SAMPLES = 20
+
+
+def _samples_path(workdir: Path, section: str, name: str) -> Path:
+    return workdir / "samples" / f"{section.replace('/', '__')}__{name.replace(' ', '_')}.npy"
+
+
+def save_samples(workdir: Path, section: str, name: str, samples) -> None:
+    """The first :data:`KEPT_SAMPLES` samples of a row as uint8, for the figures."""
+    path = _samples_path(workdir, section, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.round((np.asarray(samples[:KEPT_SAMPLES]) + 1.0) * 127.5).astype(np.uint8)
+    np.save(path, pixels)
+
+
+def samples_figure(workdir: Path, data: dict, section: str, path: Path, title: str) -> Path | None:
+    """Labelled rows of the kept samples of each row of ``section``."""
+    rows = []
+    order = float if section.startswith("guidance") else _sampler_order
+    for name in sorted(data.get(section, {}), key=order):
+        file = _samples_path(workdir, section, name)
+        if file.exists():
+            label = f"s = {name}" if section.startswith("guidance") else name
+            rows.append((label, np.load(file).astype(np.float32) / 255.0))
+    if not rows:
+        return None
+    plotting.image_rows(path, rows, title=title)
+    return path
 
 
 def noisy_accuracy(logits_fn, sched, test_x, test_y, key) -> dict:
@@ -428,9 +473,13 @@ def guidance_figure(data: dict, path: Path) -> Path:
         )
     axes[0].set_ylabel("accuracy of an independent classifier")
     axes[1].set_ylabel("Fréchet distance (lower is better)")
+    scales = sorted(
+        {float(k) for n in ("classifier", "classifier_free") for k in data.get(f"guidance/{n}", {})}
+    )
     for ax in axes:
         ax.set_xlabel("guidance scale s")
-        ax.set_xscale("symlog", linthresh=0.5)
+        ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_xticks(scales, [f"{s:g}" for s in scales])
         ax.legend(fontsize=8)
     fig.suptitle("Guidance: fidelity against diversity (ADM Fig. 4), digits")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -563,6 +612,17 @@ def main(argv: list[str] | None = None) -> None:
         except (FileNotFoundError, ValueError) as e:
             common.fail(str(e))
     steps_figure(data, workdir / "figures" / "steps.png")
+    for section, title in (
+        ("steps/hybrid", "L_hybrid samples by sampler and steps"),
+        ("steps/simple", "L_simple samples by sampler and steps"),
+        ("guidance/classifier", "Classifier guidance: samples asked for 0, 1, ..., 9, 0, ..."),
+        (
+            "guidance/classifier_free",
+            "Classifier-free guidance: samples asked for 0, 1, ..., 9, 0, ...",
+        ),
+    ):
+        name = section.replace("/", "_")
+        samples_figure(workdir, data, section, workdir / "figures" / f"{name}.png", title)
     guidance_figure(data, workdir / "figures" / "guidance.png")
     (workdir / "quality.md").write_text(tables(data))
     print(f"wrote {workdir / 'quality.md'} and {workdir / 'figures'}")

@@ -74,7 +74,11 @@ def _tiny_model():
     config = cfg.replace(PRESETS["small"], {"diffusion.steps": 10, **ONE_LEVEL})
     params = adm.init_params(config, jax.random.key(0))
     # Perturb the zero-initialised output layer so the model is not identically zero.
-    params = jax.tree.map(lambda p: p + 0.05 * jnp.ones_like(p), params)
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(5), len(leaves))
+    params = jax.tree.unflatten(
+        tree, [p + 0.02 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys, strict=True)]
+    )
     return config, adm.model_fn(config, params)
 
 
@@ -174,3 +178,25 @@ def test_the_quality_study_runs_end_to_end_and_resumes(tmp_path):
     adm_quality.main(argv)  # every row is there: nothing is recomputed
     again = json.loads((tmp_path / "q" / "quality.json").read_text())
     assert again["steps/hybrid"]["ddim 5"]["seconds"] == seconds
+
+
+def test_guidance_with_a_zero_gradient_changes_nothing_and_a_gradient_moves_samples():
+    config, model = _tiny_model()
+    key = jax.random.key(4)
+
+    def zero(x, t):
+        return jnp.zeros_like(x)
+
+    def up(x, t):  # grad of a "classifier" that prefers bright images
+        return jnp.ones_like(x)
+
+    for method in ("ancestral", "ddim"):
+        plain = adm.generate(config, model, key, 4, method=method, num_steps=3)
+        same = adm.generate(
+            config, model, key, 4, method=method, num_steps=3, grad_fn=zero, guidance_scale=5.0
+        )
+        np.testing.assert_allclose(same, plain, atol=1e-6)
+        brighter = adm.generate(
+            config, model, key, 4, method=method, num_steps=3, grad_fn=up, guidance_scale=1.0
+        )
+        assert float(jnp.mean(brighter - plain)) > 1e-3, method
