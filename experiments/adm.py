@@ -26,7 +26,6 @@ import numpy as np
 from dpm_jax import (
     chain,
     ddim,
-    evaluation,
     gaussian,
     guidance,
     likelihood,
@@ -177,27 +176,25 @@ def exact_bound_fn(config: ADMConfig, params):
     return bound
 
 
-def bound_of(config: ADMConfig) -> str:
-    """The distribution whose negative log-likelihood the bound bounds."""
+def bound_of(config: ADMConfig) -> tuple[str, str]:
+    """(the distribution whose negative log2-likelihood the bound bounds, in words)."""
     if config.model.upsample:
-        return "p(x | x at half size)"
+        return "p(x | x at half size)", "the upsampler's conditional codelength"
     if config.model.class_cond:
-        return "p(x | y)"
-    return "p(x)"
-
-
-def bound_kind(config: ADMConfig) -> str:
-    """What the bound is a bound of, in words."""
-    if config.model.upsample:
-        return "-log2 p(x | x area-averaged to half size), the upsampler's conditional codelength,"
-    if config.model.class_cond:
-        return "-log2 p(x | y) at the true label y, a class-conditional codelength,"
-    return "-log2 p(x), the 8-bit images' codelength,"
+        return "p(x | y)", "a class-conditional codelength at the true label y"
+    return "p(x)", "the 8-bit images' codelength"
 
 
 def evaluate(config: ADMConfig, params, test_source, key) -> dict:
     """The exact bound over the test images in bits/dim and its terms."""
-    values, limit = _over_test(exact_bound_fn(config, params), config, test_source, key)
+    values, limit = image_eval.over_test_images(
+        exact_bound_fn(config, params),
+        config.eval,
+        test_source,
+        key,
+        "exact bound",
+        gather_labelled,
+    )
     k = values["K"]
     if not np.all(np.isfinite(k)):
         raise FloatingPointError(
@@ -210,31 +207,13 @@ def evaluate(config: ADMConfig, params, test_source, key) -> dict:
         "nll_bits_per_dim": bpd,
         "nll_bits_per_dim_stderr": bpd_se,
         "nll_bits_per_dim_kind": common.exact_kind(config.eval.forward_samples)
-        + f"; {bound_kind(config)} is at most this, per dimension",
-        "bound_of": bound_of(config),
+        + f"; -log2 {bound_of(config)[0]} ({bound_of(config)[1]}) is at most this, per "
+        "dimension",
+        "bound_of": bound_of(config)[0],
         "bound_terms": common.bound_terms_results(values, "bits per dimension", per=dims),
         "num_test_examples": int(limit),
         "test_set_size": int(len(test_source)),
     }
-
-
-def _over_test(bound_fn, config: ADMConfig, test_source, key):
-    num_test = config.eval.num_test
-    limit = len(test_source) if num_test == 0 else min(num_test, len(test_source))
-    source = (
-        test_source if limit == len(test_source) else image_eval.Subset(test_source, range(limit))
-    )
-    values = evaluation.evaluate(
-        evaluation.averaged_over_draws(
-            evaluation.per_example_keys(bound_fn), config.eval.forward_samples
-        ),
-        source,
-        key,
-        batch_size=config.eval.batch_size,
-        gather=gather_labelled,
-        desc="exact bound",
-    )
-    return values, limit
 
 
 def generate(
@@ -299,8 +278,9 @@ def sample_figures(config: ADMConfig, params, test_source, key, outdir: Path, na
     path = outdir / "figures" / f"{name}_samples.png"
     if config.model.upsample:
         batch = gather_labelled(test_source, np.arange(min(n, len(test_source))))
-        low = downsample(to_model(batch["image"]))
-        model = model_fn(config, params, low_res=low)
+        cond = conditioning(config, batch)  # the half-size images (and labels, if any)
+        low = cond["low_res"]
+        model = model_fn(config, params, **cond)
         x = jax.jit(lambda k: generate(config, model, k, len(low)))(key)
         up = jax.image.resize(low, x.shape, "nearest")
         rows = [

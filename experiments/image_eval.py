@@ -97,10 +97,11 @@ def evaluate(config: ImageConfig, params, scaling, test_source, key) -> dict:
     }
 
 
-def over_test_images(bound_fn, eval_config, test_source, key, desc: str):
-    """``bound_fn(uint8 batch, key)`` over the first ``eval_config.num_test`` test images (0:
+def over_test_images(bound_fn, eval_config, test_source, key, desc: str, gather=gather_images):
+    """``bound_fn(batch, key)`` over the first ``eval_config.num_test`` test images (0:
     all), averaged over ``eval_config.forward_samples`` draws, with per-image keys
-    (``dpm_jax.evaluation``): (its outputs as float64 (n,) arrays, n)."""
+    (``dpm_jax.evaluation``): (its outputs as float64 (n,) arrays, n). A batch is what
+    ``gather(source, indices)`` returns: uint8 images by default."""
     num_test = eval_config.num_test
     limit = len(test_source) if num_test == 0 else min(num_test, len(test_source))
     source = test_source if limit == len(test_source) else Subset(test_source, range(limit))
@@ -111,7 +112,7 @@ def over_test_images(bound_fn, eval_config, test_source, key, desc: str):
         source,
         key,
         batch_size=eval_config.batch_size,
-        gather=gather_images,
+        gather=gather,
         desc=desc,
     )
     return values, limit

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -23,28 +24,27 @@ ONE_LEVEL = {
 }
 
 
-def test_class_conditional_run_with_label_dropout_trains_evaluates_and_draws(tmp_path):
+def test_a_class_conditional_upsampler_trains_evaluates_and_draws(tmp_path):
+    """One run through both conditioning paths: labels with dropout and a half-size image."""
     config = cfg.replace(
-        PRESETS["small"], {**TINY, "model.class_cond": True, "model.label_dropout": 0.5}
+        PRESETS["upsampler"],
+        {**SMALL_RUN, **TINY, **ONE_LEVEL, "model.class_cond": True, "model.label_dropout": 0.5},
     )
     r = adm.experiment.run(config, tmp_path)
     assert r["experiment"] == "adm" and r["num_test_examples"] == 8 and r["T"] == 10
     assert np.isfinite(r["nll_bits_per_dim"]) and r["nll_bits_per_dim"] > 0
-    assert "p(x | y)" in r["nll_bits_per_dim_kind"]
+    assert r["bound_of"] == "p(x | x at half size)" and "half size" in r["nll_bits_per_dim_kind"]
+    assert "conditional codelength" in r["nll_bits_per_dim_kind"]
     lines = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert "l_hybrid" in lines[-1]
     assert (tmp_path / r["figures"][0]).exists()
     assert "NLL (exact bound)" in adm.experiment.report(r)
-
-
-def test_upsampler_run_is_conditioned_on_the_half_size_image(tmp_path):
-    config = cfg.replace(PRESETS["upsampler"], {**SMALL_RUN, **TINY, **ONE_LEVEL})
-    r = adm.experiment.run(config, tmp_path)
-    assert "half size" in r["nll_bits_per_dim_kind"] and np.isfinite(r["nll_bits_per_dim"])
     x = jnp.arange(2 * 8 * 8, dtype=jnp.float32).reshape(2, 8, 8, 1)
     low = adm.downsample(x)
     assert low.shape == (2, 4, 4, 1)
     np.testing.assert_allclose(low[0, 0, 0, 0], (0 + 1 + 8 + 9) / 4)  # the 2 x 2 area mean
+    assert adm.bound_of(PRESETS["cfg"])[0] == "p(x | y)"
+    assert adm.bound_of(PRESETS["default"])[0] == "p(x)"
 
 
 def test_label_dropout_replaces_labels_by_the_null_class_at_its_rate():
@@ -200,3 +200,18 @@ def test_guidance_with_a_zero_gradient_changes_nothing_and_a_gradient_moves_samp
             config, model, key, 4, method=method, num_steps=3, grad_fn=up, guidance_scale=1.0
         )
         assert float(jnp.mean(brighter - plain)) > 1e-3, method
+
+
+def test_the_documented_study_is_shown_verbatim_with_its_command():
+    """docs/adm.md shows the committed study's tables as quality.md renders them."""
+    root = Path(__file__).resolve().parents[1]
+    data = json.loads((root / "docs/runs/adm/quality/quality.json").read_text())
+    page = (root / "docs/adm.md").read_text()
+    assert adm_quality.tables(data) in page
+    for name in ("simple", "hybrid"):
+        assert set(data[f"steps/{name}"]) == {
+            "ancestral 1000",
+            *(f"{m} {s}" for m in ("ancestral", "ddim") for s in adm_quality.STEPS),
+        }
+    for name in ("classifier", "classifier_free"):
+        assert {float(s) for s in data[f"guidance/{name}"]} == set(adm_quality.SCALES)
