@@ -296,11 +296,12 @@ def sample_figures(config: ADMConfig, params, test_source, key, outdir: Path, na
         y = jnp.arange(n, dtype=jnp.int32) % 10
     model = model_fn(config, params, y=y)
     x = jax.jit(lambda k: generate(config, model, k, n))(key)
-    if jax.process_index() == 0:
-        title = f"{name} samples (EMA, {config.diffusion.steps}-step ancestral)"
-        if y is not None:
-            title += "; class = column"
+    title = f"{name} samples (EMA, {config.diffusion.steps}-step ancestral)"
+    if jax.process_index() == 0 and y is None:
         plotting.image_grid(path, to_unit(x), title=title)
+    elif jax.process_index() == 0:
+        rows = [(f"class {c}", to_unit(x[c::10])) for c in range(min(n, 10))]
+        plotting.image_rows(path, rows, title=title + ", one class per row")
     return [path]
 
 
