@@ -231,9 +231,9 @@ def generate(
 ) -> jax.Array:
     """``num`` samples (model units, (num, H, W, C)) of ``model(x_t, t)``.
 
-    ``method``: ``"ancestral"`` (the model's kernel, x0_hat clipped to [-1, 1] as DDPM's
-    sampler) or ``"ddim"`` (``eta``), over all T steps, ``num_steps`` evenly strided ones
-    (improved DDPM Sec. 4), or the user's ``timesteps`` (strictly decreasing in 1..T, the
+    ``method``: ``"ancestral"`` (the model's kernel) or ``"ddim"`` (``eta``), both with
+    x0_hat clipped to [-1, 1] as the released codes sample, over all T steps, ``num_steps``
+    evenly strided ones (improved DDPM Sec. 4), or the user's ``timesteps`` (strictly decreasing in 1..T, the
     order the chain visits them). Classifier guidance: ``grad_fn(x, t_original)`` = grad_x
     log p(y | x, t) and its scale (ADM Algorithm 1 for ancestral, 2 for DDIM). Classifier-free
     guidance is a ``model`` that mixes (``experiments.adm_quality.cfg_model``)."""
@@ -258,8 +258,10 @@ def generate(
             guided = guidance.classifier_guided_eps(
                 sub, mapped, lambda x, t: grad_fn(x, original_t(t)), guidance_scale
             )
-            return ddim.sample(sub, guided, key, shape, eta=eta)
-        return ddim.sample(sub, eps_fn, key, shape, eta=eta, timestep_map=timestep_map)
+            return ddim.sample(sub, guided, key, shape, eta=eta, clip_x0=(-1.0, 1.0))
+        return ddim.sample(
+            sub, eps_fn, key, shape, eta=eta, timestep_map=timestep_map, clip_x0=(-1.0, 1.0)
+        )
     if method != "ancestral":
         raise ValueError(f"method must be 'ancestral' or 'ddim', got {method!r}.")
     fn = parameterisation.make_reverse_fn(param, sub, model, timestep_map, clip_x0=(-1.0, 1.0))

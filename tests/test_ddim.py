@@ -103,3 +103,20 @@ def test_bad_eta_and_a_model_without_eps_are_refused():
             ddim.sample(SCHED, exact_eps(SCHED), jax.random.key(0), (2, 1), eta=eta)
     with pytest.raises(ValueError, match="needs a model with an epsilon output"):
         parameterisation.eps_model(parameterisation.Parameterisation("x0"), lambda x, t: x)
+
+
+def test_clipping_x0_keeps_samples_in_range_and_a_wide_clip_changes_nothing():
+    sched = schedules.linear_schedule(20)
+
+    def eps_fn(x, t):  # a poor model whose x0_hat overshoots
+        return -2.0 * x
+
+    key = jax.random.key(3)
+    plain = ddim.sample(sched, eps_fn, key, (64, 3))
+    wide = ddim.sample(sched, eps_fn, key, (64, 3), clip_x0=(-1e9, 1e9))
+    np.testing.assert_allclose(wide, plain, rtol=1e-5, atol=1e-5)
+    assert float(jnp.max(jnp.abs(plain))) > 1.0
+    clipped = ddim.sample(sched, eps_fn, key, (64, 3), clip_x0=(-1.0, 1.0))
+    assert float(jnp.max(jnp.abs(clipped))) <= 1.0 + 1e-6
+    with pytest.raises(ValueError, match="low < high"):
+        ddim.sample(sched, eps_fn, key, (4, 3), clip_x0=(1.0, -1.0))
