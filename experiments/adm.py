@@ -38,7 +38,7 @@ from dpm_jax import (
     terms,
     train_state,
 )
-from dpm_jax.data.batching import gather_images, train_batch_indices
+from dpm_jax.data.batching import gather_labelled, train_batch_indices
 from dpm_jax.models import adm_unet
 from experiments import common, ddpm, image_eval, images
 from experiments.adm_config import MUTABLE_KEYS, PRESETS, ADMConfig
@@ -148,15 +148,6 @@ def check_labelled(config: ADMConfig, source) -> None:
         )
 
 
-def gather_labelled(source, indices) -> dict:
-    """{"image": uint8 (n, H, W, C), "label": int32 (n,)} of ``source`` at ``indices``
-    (labels 0 where the source has none: :func:`check_labelled` guards the models that
-    read them)."""
-    keys = [int(i) for i in np.asarray(indices).reshape(-1)]
-    labels = [int(source[i].get("label", 0)) for i in keys]
-    return {"image": gather_images(source, keys), "label": np.asarray(labels, np.int32)}
-
-
 def exact_bound_fn(config: ADMConfig, params):
     """Jitted ``(batch, key) -> {"K", *terms.TERM_NAMES}`` in bits per image: L_T, every KL
     term t = 2..T at one forward sample each, the discretised decoder; conditioned on the
@@ -203,13 +194,13 @@ def evaluate(config: ADMConfig, params, test_source, key) -> dict:
         )
     dims = int(np.prod(config.image_shape()))
     bpd, bpd_se = likelihood.mean_and_stderr(-k / dims)
+    of, words = bound_of(config)
     return {
         "nll_bits_per_dim": bpd,
         "nll_bits_per_dim_stderr": bpd_se,
         "nll_bits_per_dim_kind": common.exact_kind(config.eval.forward_samples)
-        + f"; -log2 {bound_of(config)[0]} ({bound_of(config)[1]}) is at most this, per "
-        "dimension",
-        "bound_of": bound_of(config)[0],
+        + f"; -log2 {of} ({words}) is at most this, per dimension",
+        "bound_of": of,
         "bound_terms": common.bound_terms_results(values, "bits per dimension", per=dims),
         "num_test_examples": int(limit),
         "test_set_size": int(len(test_source)),
@@ -233,10 +224,11 @@ def generate(
 
     ``method``: ``"ancestral"`` (the model's kernel) or ``"ddim"`` (``eta``), both with
     x0_hat clipped to [-1, 1] as the released codes sample, over all T steps, ``num_steps``
-    evenly strided ones (improved DDPM Sec. 4), or the user's ``timesteps`` (strictly decreasing in 1..T, the
-    order the chain visits them). Classifier guidance: ``grad_fn(x, t_original)`` = grad_x
-    log p(y | x, t) and its scale (ADM Algorithm 1 for ancestral, 2 for DDIM). Classifier-free
-    guidance is a ``model`` that mixes (``experiments.adm_quality.cfg_model``)."""
+    evenly strided ones (improved DDPM Sec. 4), or the user's ``timesteps`` (strictly
+    decreasing in 1..T, the order the chain visits them). Classifier guidance:
+    ``grad_fn(x, t_original)`` = grad_x log p(y | x, t) and its scale (ADM Algorithm 1 for
+    ancestral, 2 for DDIM). Classifier-free guidance is a ``model`` that mixes
+    (``experiments.adm_quality.cfg_model``)."""
     sched = schedule(config)
     param = config.diffusion.parameterisation()
     if timesteps is not None:
@@ -254,9 +246,11 @@ def generate(
         if grad_fn is not None:
             # Algorithm 2 on the respaced chain: abar of the respaced step t, the
             # classifier at the original step.
-            mapped = lambda x, t: eps_fn(x, timestep_map[t - 1])  # noqa: E731
             guided = guidance.classifier_guided_eps(
-                sub, mapped, lambda x, t: grad_fn(x, original_t(t)), guidance_scale
+                sub,
+                lambda x, t: eps_fn(x, original_t(t)),
+                lambda x, t: grad_fn(x, original_t(t)),
+                guidance_scale,
             )
             return ddim.sample(sub, guided, key, shape, eta=eta, clip_x0=(-1.0, 1.0))
         return ddim.sample(

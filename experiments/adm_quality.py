@@ -41,7 +41,7 @@ import optax
 from tqdm import tqdm
 
 from dpm_jax import gaussian, guidance, likelihood, plotting, rundir, sample_quality, train_state
-from dpm_jax.data.batching import train_batch_indices
+from dpm_jax.data.batching import gather_labelled, train_batch_indices
 from dpm_jax.models import adm_unet, feature_net
 from experiments import adm, common
 from experiments import config as cfg
@@ -85,7 +85,7 @@ def load_run(run_dir: Path, kind: str) -> tuple[ADMConfig, dict, dict]:
 def labelled_split(config: ADMConfig, split: str) -> tuple[jax.Array, np.ndarray]:
     """(images in model units (N, H, W, C), labels (N,)) of the run's data split."""
     source = adm.experiment.load_split(config, split)
-    batch = adm.gather_labelled(source, np.arange(len(source)))
+    batch = gather_labelled(source, np.arange(len(source)))
     return adm.to_model(batch["image"]), batch["label"]
 
 

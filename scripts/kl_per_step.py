@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from dpm_jax import gaussian, parameterisation, rundir
+from dpm_jax.data.batching import gather_labelled
 from experiments import adm, adm_quality
 
 RANGES = ((2, 2), (3, 10), (11, 100), (101, 500), (501, 990), (991, 999), (1000, 1000))
@@ -30,7 +31,7 @@ def main() -> None:
     args = parser.parse_args()
     config, params, _ = adm_quality.load_run(Path(args.run), "run")
     source = adm.experiment.load_split(config, "test")
-    batch = adm.gather_labelled(source, np.arange(min(args.num_test, len(source))))
+    batch = gather_labelled(source, np.arange(min(args.num_test, len(source))))
     x0 = adm.to_model(batch["image"])
     sched = adm.schedule(config)
     fn = parameterisation.make_reverse_fn(

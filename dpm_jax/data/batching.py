@@ -58,16 +58,19 @@ def train_batch_indices(num_examples: int, batch_size: int, seed: int, step: int
     return perm[within * batch_size : (within + 1) * batch_size]
 
 
-def gather_images(source, indices) -> np.ndarray:
-    """uint8 images (len(indices), H, W, C) of ``source`` at ``indices``, in that order.
-
-    Uses ``source.__getitems__`` (one batched read) when it exists, else ``source[i]``.
-    """
+def _read_examples(source, indices) -> list:
+    """The examples of ``source`` at ``indices``, in that order: ``source.__getitems__`` (one
+    batched read) when it exists, else ``source[i]``."""
     keys = [int(i) for i in np.asarray(indices).reshape(-1)]
     getitems = getattr(source, "__getitems__", None)
     examples = getitems(keys) if getitems is not None else [source[i] for i in keys]
     if len(examples) != len(keys):
         raise ValueError(f"source returned {len(examples)} examples for {len(keys)} indices.")
+    return examples
+
+
+def _stack_images(examples) -> np.ndarray:
+    """uint8 images (n, H, W, C) of the examples' ``"image"``, checked."""
     arrays = [np.asarray(ex["image"]) for ex in examples]
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
@@ -79,6 +82,23 @@ def gather_images(source, indices) -> np.ndarray:
             f"shape {batch.shape[1:]} per example."
         )
     return batch
+
+
+def gather_images(source, indices) -> np.ndarray:
+    """uint8 images (len(indices), H, W, C) of ``source`` at ``indices``, in that order.
+
+    Uses ``source.__getitems__`` (one batched read) when it exists, else ``source[i]``.
+    """
+    return _stack_images(_read_examples(source, indices))
+
+
+def gather_labelled(source, indices) -> dict:
+    """{"image": uint8 (n, H, W, C), "label": int32 (n,)} of ``source`` at ``indices``, from
+    one read of the examples (labels 0 where the source has none: callers that need them
+    check the source first)."""
+    examples = _read_examples(source, indices)
+    labels = np.asarray([int(ex.get("label", 0)) for ex in examples], np.int32)
+    return {"image": _stack_images(examples), "label": labels}
 
 
 def train_batch(source, batch_size: int, seed: int, step: int) -> np.ndarray:

@@ -139,6 +139,20 @@ class AttentionBlock(nn.Module):
         return x + nn.Dense(c, kernel_init=nn.initializers.zeros, name="proj_out")(h)
 
 
+def num_heads(config: ADMConfig, channels: int) -> int:
+    """Attention heads at a width: ``channels // num_head_channels``, or ``num_heads``."""
+    if config.num_head_channels > 0:
+        return channels // config.num_head_channels
+    return config.num_heads
+
+
+def _time_embedding(t: jax.Array, model_channels: int) -> jax.Array:
+    """Sinusoidal embedding of t, Dense, SiLU, Dense: (N, 4 model_channels); called inside
+    a compact ``__call__``, whose ``time_embed_0`` and ``time_embed_1`` layers it makes."""
+    emb = nn.Dense(4 * model_channels, name="time_embed_0")(timestep_embedding(t, model_channels))
+    return nn.Dense(4 * model_channels, name="time_embed_1")(nn.silu(emb))
+
+
 def check_config(config: ADMConfig, image_shape: tuple[int, int, int]) -> None:
     """Clear errors for sizes the network cannot take."""
     height, width, _ = image_shape
@@ -158,7 +172,7 @@ def check_config(config: ADMConfig, image_shape: tuple[int, int, int]) -> None:
     for c in sorted({config.model_channels * m for m in config.channel_mult}):
         if c % NUM_GROUPS:
             raise ValueError(f"GroupNorm's {NUM_GROUPS} groups must divide every width; got {c}.")
-        heads = c // config.num_head_channels if config.num_head_channels > 0 else config.num_heads
+        heads = num_heads(config, c)
         if heads < 1 or c % heads:
             raise ValueError(f"{heads} attention heads do not divide {c} channels.")
 
@@ -168,10 +182,6 @@ class ADMUNet(nn.Module):
 
     config: ADMConfig = IMAGENET64
 
-    def _heads(self, channels: int) -> int:
-        cfg = self.config
-        return channels // cfg.num_head_channels if cfg.num_head_channels > 0 else cfg.num_heads
-
     @nn.compact
     def __call__(self, x, t, y=None, low_res=None, train: bool = False):
         cfg = self.config
@@ -180,8 +190,7 @@ class ADMUNet(nn.Module):
         check_config(cfg, x.shape[1:])
         out_channels = cfg.out_channels or x.shape[-1]
         mc = cfg.model_channels
-        emb = nn.Dense(4 * mc, name="time_embed_0")(timestep_embedding(t, mc))
-        emb = nn.Dense(4 * mc, name="time_embed_1")(nn.silu(emb))
+        emb = _time_embedding(t, mc)
         if cfg.num_classes is not None:
             if y is None:
                 raise ValueError("this model is class-conditional: pass y, labels of shape (N,).")
@@ -201,7 +210,7 @@ class ADMUNet(nn.Module):
 
         def attend(h, name):
             if h.shape[1] in cfg.attention_resolutions:
-                h = AttentionBlock(self._heads(h.shape[-1]), name=name)(h)
+                h = AttentionBlock(num_heads(cfg, h.shape[-1]), name=name)(h)
             return h
 
         hs = [_conv(mc, name="conv_in")(x)]
@@ -219,7 +228,7 @@ class ADMUNet(nn.Module):
         h = hs[-1]
         ch = h.shape[-1]
         h = block(h, ch, "mid_0")
-        h = AttentionBlock(self._heads(ch), name="mid_attn")(h)
+        h = AttentionBlock(num_heads(cfg, ch), name="mid_attn")(h)
         h = block(h, ch, "mid_1")
         for level in reversed(range(levels)):
             for i in range(cfg.num_res_blocks + 1):
@@ -275,11 +284,7 @@ class NoisyClassifier(nn.Module):
         chex.assert_shape(t, (x.shape[0],))
         check_config(cfg, x.shape[1:])
         mc = cfg.model_channels
-        emb = nn.Dense(4 * mc, name="time_embed_0")(timestep_embedding(t, mc))
-        emb = nn.Dense(4 * mc, name="time_embed_1")(nn.silu(emb))
-
-        def heads(ch):
-            return ch // cfg.num_head_channels if cfg.num_head_channels > 0 else cfg.num_heads
+        emb = _time_embedding(t, mc)
 
         h = _conv(mc, name="conv_in")(x)
         levels = len(cfg.channel_mult)
@@ -289,7 +294,9 @@ class NoisyClassifier(nn.Module):
                     mc * mult, cfg.dropout, cfg.use_scale_shift_norm, name=f"down_{level}_{i}"
                 )(h, emb, train)
                 if h.shape[1] in cfg.attention_resolutions:
-                    h = AttentionBlock(heads(h.shape[-1]), name=f"down_{level}_{i}_attn")(h)
+                    h = AttentionBlock(num_heads(cfg, h.shape[-1]), name=f"down_{level}_{i}_attn")(
+                        h
+                    )
             if level != levels - 1:
                 h = ResBlock(
                     h.shape[-1],
@@ -300,10 +307,10 @@ class NoisyClassifier(nn.Module):
                 )(h, emb, train)
         ch = h.shape[-1]
         h = ResBlock(ch, cfg.dropout, cfg.use_scale_shift_norm, name="mid_0")(h, emb, train)
-        h = AttentionBlock(heads(ch), name="mid_attn")(h)
+        h = AttentionBlock(num_heads(cfg, ch), name="mid_attn")(h)
         h = ResBlock(ch, cfg.dropout, cfg.use_scale_shift_norm, name="mid_1")(h, emb, train)
         h = nn.silu(nn.GroupNorm(NUM_GROUPS, name="out_norm")(h))
-        return AttentionPool(heads(ch), self.num_classes, name="pool")(h)
+        return AttentionPool(num_heads(cfg, ch), self.num_classes, name="pool")(h)
 
 
 def num_parameters(config: ADMConfig, image_shape: tuple[int, int, int]) -> int:
