@@ -25,6 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dpm_jax.models.conv import conv3x3
 from dpm_jax.models.temporal import bump_basis, temporal_readout
 
 Activation = Callable[[jax.Array], jax.Array]
@@ -105,13 +106,7 @@ class MultiScaleConv(nn.Module):
                 nn.initializers.normal(std),
                 (FILTER_SIZE, FILTER_SIZE, channels, self.features),
             )
-            y = jax.lax.conv_general_dilated(
-                down,
-                kernel.astype(down.dtype),
-                window_strides=(1, 1),
-                padding="SAME",
-                dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            )
+            y = conv3x3(down, kernel.astype(down.dtype))
             if self.untied_bias:
                 bias = self.param(
                     f"bias_{s}", nn.initializers.zeros, (hs + 2, ws + 2, self.features)
