@@ -126,6 +126,4 @@ def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """
     chex.assert_rank(x, 4)
     chex.assert_shape(kernel, (3, 3, x.shape[-1], None))
-    return lax.platform_dependent(
-        x, kernel, cpu=cpu_conv3x3, default=reference_conv3x3
-    )
+    return lax.platform_dependent(x, kernel, cpu=cpu_conv3x3, default=reference_conv3x3)
