@@ -17,6 +17,11 @@ cache (a ``lax.map`` / ``lax.scan``):
 
 The batch is padded with zero images to a multiple of the chunk size; zero images add
 nothing to the kernel gradient and their outputs are dropped.
+
+``conv3x3_bias_act(x, kernel, bias, act)`` is act(conv3x3(x, kernel) + bias), the unit of
+a multi-scale layer: on CPU its forward pass adds the bias and applies the activation to each
+chunk while it is in cache, and its backward pass takes each chunk through the activation's
+VJP, the input gradient, the kernel and the bias gradient in one loop.
 """
 
 from __future__ import annotations
@@ -64,14 +69,24 @@ def _chunked_conv(x: jax.Array, kernel: jax.Array, chunk: int) -> jax.Array:
 
 def _kernel_grad(x: jax.Array, dy: jax.Array, chunk: int) -> jax.Array:
     """dW (3, 3, C, O) = sum_{n,h,w} x_pad[n, h+i, w+j, c] dy[n, h, w, o], float32 accumulation."""
-    _, height, width, channels = x.shape
-    out_channels = dy.shape[-1]
+    channels, out_channels = x.shape[-1], dy.shape[-1]
+    zero = jnp.zeros((9, channels, out_channels), jnp.float32)
+    acc, _ = lax.scan(
+        lambda acc, xd: (acc + _taps(*xd), None), zero, (_chunks(x, chunk), _chunks(dy, chunk))
+    )
+    return acc.reshape(3, 3, channels, out_channels)
 
-    def add_chunk(acc, xd):
-        xc, dc = xd
-        xp = jnp.pad(xc, ((0, 0), (1, 1), (1, 1), (0, 0)))
-        d2 = dc.reshape(-1, out_channels)
-        taps = [
+
+def _taps(xc: jax.Array, dc: jax.Array) -> jax.Array:
+    """(9, C, O): the kernel gradient of one chunk, tap (i, j) at 3 i + j, float32.
+
+    Nine (pixels x C)^T (pixels x O) matmuls (one matmul over 9C stacked channels was slower).
+    """
+    _, height, width, channels = xc.shape
+    xp = jnp.pad(xc, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    d2 = dc.reshape(-1, dc.shape[-1])
+    return jnp.stack(
+        [
             jnp.dot(
                 xp[:, i : i + height, j : j + width].reshape(-1, channels).T,
                 d2,
@@ -80,11 +95,7 @@ def _kernel_grad(x: jax.Array, dy: jax.Array, chunk: int) -> jax.Array:
             for i in range(3)
             for j in range(3)
         ]
-        return acc + jnp.stack(taps), None
-
-    zero = jnp.zeros((9, channels, out_channels), jnp.float32)
-    acc, _ = lax.scan(add_chunk, zero, (_chunks(x, chunk), _chunks(dy, chunk)))
-    return acc.reshape(3, 3, channels, out_channels)
+    )
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -127,3 +138,82 @@ def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     chex.assert_rank(x, 4)
     chex.assert_shape(kernel, (3, 3, x.shape[-1], None))
     return lax.platform_dependent(x, kernel, cpu=cpu_conv3x3, default=reference_conv3x3)
+
+
+def reference_conv3x3_bias_act(x, kernel, bias, activation):
+    """act(conv3x3(x, kernel) + bias) with XLA's convolution; bias broadcasts to (H, W, O)."""
+    return activation(reference_conv3x3(x, kernel) + bias)
+
+
+def _fused_forward(x, kernel, bias, activation, chunk):
+    def one(xc):
+        pre = reference_conv3x3(xc, kernel) + bias
+        return activation(pre), pre
+
+    out, pre = lax.map(one, _chunks(x, chunk))
+    return _unchunk(out, x.shape[0]), pre
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _cpu_conv3x3_bias_act(x, kernel, bias, activation, chunk):
+    return _fused_forward(x, kernel, bias, activation, chunk)[0]
+
+
+def _cpu_conv3x3_bias_act_fwd(x, kernel, bias, activation, chunk):
+    out, pre = _fused_forward(x, kernel, bias, activation, chunk)
+    return out, (x, kernel, bias, pre)
+
+
+def _cpu_conv3x3_bias_act_bwd(activation, chunk, residuals, dy):
+    x, kernel, bias, pre = residuals
+    flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)  # (3, 3, O, C)
+    channels, out_channels = kernel.shape[2:]
+
+    def one(carry, chunk_args):
+        dw, db = carry
+        xc, pc, dc = chunk_args
+        dpre = jax.vjp(activation, pc)[1](dc)[0]
+        dx = reference_conv3x3(dpre, flipped)
+        db = db + jnp.sum(dpre.astype(jnp.float32), axis=0)
+        return (dw + _taps(xc, dpre), db), dx
+
+    zero = (
+        jnp.zeros((9, channels, out_channels), jnp.float32),
+        jnp.zeros(pre.shape[2:], jnp.float32),
+    )
+    (dw, db), dx = lax.scan(one, zero, (_chunks(x, chunk), pre, _chunks(dy, chunk)))
+    db = jnp.sum(db, axis=tuple(range(db.ndim - bias.ndim)))
+    for axis, size in enumerate(bias.shape):
+        if size == 1:
+            db = jnp.sum(db, axis=axis, keepdims=True)
+    dw = dw.reshape(3, 3, channels, out_channels).astype(kernel.dtype)
+    return _unchunk(dx, x.shape[0]), dw, db.astype(bias.dtype)
+
+
+_cpu_conv3x3_bias_act.defvjp(_cpu_conv3x3_bias_act_fwd, _cpu_conv3x3_bias_act_bwd)
+
+
+def cpu_conv3x3_bias_act(x, kernel, bias, activation, chunk: int | None = None):
+    """The chunked act(conv + bias) with its own VJP (any backend; fast on CPU)."""
+    if chunk is None:
+        chunk = chunk_size(x.shape, kernel.shape[-1], x.dtype.itemsize)
+    return _cpu_conv3x3_bias_act(x, kernel, bias, activation, chunk)
+
+
+def conv3x3_bias_act(x, kernel, bias, activation):
+    """act(conv3x3(x, kernel) + bias), one pass per chunk on CPU (forward and backward).
+
+    Args:
+      x: (N, H, W, C); kernel: (3, 3, C, O); bias: broadcastable to (H, W, O) (a tied
+        (O,) or an untied (H, W, O) bias), all of one dtype.
+      activation: an elementwise function (hashable: a module-level function).
+    """
+    chex.assert_rank(x, 4)
+    chex.assert_shape(kernel, (3, 3, x.shape[-1], None))
+    return lax.platform_dependent(
+        x,
+        kernel,
+        bias,
+        cpu=lambda x, k, b: cpu_conv3x3_bias_act(x, k, b, activation),
+        default=lambda x, k, b: reference_conv3x3_bias_act(x, k, b, activation),
+    )

@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dpm_jax.models.conv import conv3x3
+from dpm_jax.models.conv import conv3x3, conv3x3_bias_act
 from dpm_jax.models.temporal import bump_basis, temporal_readout
 
 Activation = Callable[[jax.Array], jax.Array]
@@ -106,7 +106,6 @@ class MultiScaleConv(nn.Module):
                 nn.initializers.normal(std),
                 (FILTER_SIZE, FILTER_SIZE, channels, self.features),
             )
-            y = conv3x3(down, kernel.astype(down.dtype))
             if self.untied_bias:
                 bias = self.param(
                     f"bias_{s}", nn.initializers.zeros, (hs + 2, ws + 2, self.features)
@@ -114,9 +113,12 @@ class MultiScaleConv(nn.Module):
                 bias = bias[1:-1, 1:-1]
             else:
                 bias = self.param(f"bias_{s}", nn.initializers.zeros, (self.features,))
-            y = y + (bias if self.dtype is None else bias.astype(self.dtype))
+            bias = bias.astype(down.dtype)
+            kernel = kernel.astype(down.dtype)
             if self.activation_per_scale:
-                y = self.activation(y)
+                y = conv3x3_bias_act(down, kernel, bias, self.activation)
+            else:
+                y = conv3x3(down, kernel) + bias
             y = jnp.repeat(jnp.repeat(y, pool, axis=1), pool, axis=2)
             acc = acc + y
         if self.activation_per_scale:
