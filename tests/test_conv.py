@@ -123,3 +123,42 @@ def test_chunk_size_fits_about_a_mebibyte_and_at_least_one_image():
     assert conv.chunk_size((200, 32, 32, 3), 100, 4) == 2
     assert conv.chunk_size((4, 512, 512, 64), 64, 4) == 1
     assert conv.chunk_size((3, 4, 4, 1), 8, 4) == 3
+
+
+def _value_and_grads(fn, *args):
+    """sum(fn(x, kernels, biases) * weights) and its gradients in x, kernels, biases."""
+
+    def loss(x, kernels, biases, weights):
+        return jnp.sum(fn(x, kernels, biases) * weights)
+
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(*args)
+
+
+def test_chunked_stack_equals_the_layer_by_layer_xla_network():
+    """conv3x3_stack (the single-scale conv pathway) on the MNIST network's layers (leaky ReLU,
+    untied biases) and two CIFAR-10 layers (softplus, tied biases): output and gradients."""
+    configs = [
+        ((28, 28), [1, 20, 20, 20, 20], multiscale.reference_leaky_relu, True),
+        ((32, 32), [3, 100, 100], jax.nn.softplus, False),
+    ]
+    for (height, width), channels, act, untied in configs:
+        keys = iter(jax.random.split(jax.random.key(height), 2 * len(channels) + 2))
+        x = jax.random.normal(next(keys), (3, height, width, channels[0]))
+        kernels, biases = [], []
+        for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
+            kernels.append(jax.random.normal(next(keys), (3, 3, c_in, c_out)) / (3 * c_in**0.5))
+            shape = (height, width, c_out) if untied else (c_out,)
+            biases.append(jax.random.normal(next(keys), shape) / 10)
+        weights = jax.random.normal(next(keys), (3, height, width, channels[-1]))
+
+        args = (x, kernels, biases, weights)
+        got = _value_and_grads(
+            lambda x, k, b, act=act: conv.cpu_conv3x3_stack(x, k, b, act, 2), *args
+        )
+        want = _value_and_grads(
+            lambda x, k, b, act=act: conv.reference_conv3x3_stack(x, k, b, act), *args
+        )
+        for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            assert g.shape == w.shape
+            err = float(jnp.max(jnp.abs(g - w)) / jnp.max(jnp.abs(w)))
+            assert err < 2e-5, (channels, err)

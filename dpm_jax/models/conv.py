@@ -217,3 +217,94 @@ def conv3x3_bias_act(x, kernel, bias, activation):
         cpu=lambda x, k, b: cpu_conv3x3_bias_act(x, k, b, activation),
         default=lambda x, k, b: reference_conv3x3_bias_act(x, k, b, activation),
     )
+
+
+def reference_conv3x3_stack(x, kernels, biases, activation):
+    """h_0 = x, h_l = act(conv3x3(h_(l-1), kernels[l]) + biases[l]); returns h_L."""
+    for kernel, bias in zip(kernels, biases, strict=True):
+        x = reference_conv3x3_bias_act(x, kernel, bias, activation)
+    return x
+
+
+def _stack_forward(x, kernels, biases, activation, chunk):
+    def one(xc):
+        pres = []
+        for kernel, bias in zip(kernels, biases, strict=True):
+            pres.append(reference_conv3x3(xc, kernel) + bias)
+            xc = activation(pres[-1])
+        return xc, pres
+
+    out, pres = lax.map(one, _chunks(x, chunk))
+    return _unchunk(out, x.shape[0]), pres
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _cpu_conv3x3_stack(x, kernels, biases, activation, chunk):
+    return _stack_forward(x, kernels, biases, activation, chunk)[0]
+
+
+def _cpu_conv3x3_stack_fwd(x, kernels, biases, activation, chunk):
+    out, pres = _stack_forward(x, kernels, biases, activation, chunk)
+    return out, (x, kernels, biases, pres)
+
+
+def _cpu_conv3x3_stack_bwd(activation, chunk, residuals, dy):
+    x, kernels, biases, pres = residuals
+    flipped = [jnp.flip(k, (0, 1)).transpose(0, 1, 3, 2) for k in kernels]
+
+    def one(carry, chunk_args):
+        dws, dbs = carry
+        xc, pcs, g = chunk_args
+        dws, dbs = list(dws), list(dbs)
+        for layer in reversed(range(len(kernels))):
+            dpre = jax.vjp(activation, pcs[layer])[1](g)[0]
+            h_in = xc if layer == 0 else activation(pcs[layer - 1])
+            dws[layer] = dws[layer] + _taps(h_in, dpre)
+            dbs[layer] = dbs[layer] + jnp.sum(dpre.astype(jnp.float32), axis=0)
+            g = reference_conv3x3(dpre, flipped[layer])
+        return (dws, dbs), g
+
+    zero = (
+        [jnp.zeros((9, *k.shape[2:]), jnp.float32) for k in kernels],
+        [jnp.zeros(p.shape[2:], jnp.float32) for p in pres],
+    )
+    (dws, dbs), dx = lax.scan(one, zero, (_chunks(x, chunk), pres, _chunks(dy, chunk)))
+    dkernels = [dw.reshape(k.shape).astype(k.dtype) for dw, k in zip(dws, kernels, strict=True)]
+    dbiases = [_reduce_to(db, b) for db, b in zip(dbs, biases, strict=True)]
+    return _unchunk(dx, x.shape[0]), dkernels, dbiases
+
+
+def _reduce_to(db: jax.Array, bias: jax.Array) -> jax.Array:
+    """Sum a (H, W, O) float32 gradient down to the bias's broadcast shape and dtype."""
+    db = jnp.sum(db, axis=tuple(range(db.ndim - bias.ndim)))
+    for axis, size in enumerate(bias.shape):
+        if size == 1:
+            db = jnp.sum(db, axis=axis, keepdims=True)
+    return db.astype(bias.dtype)
+
+
+_cpu_conv3x3_stack.defvjp(_cpu_conv3x3_stack_fwd, _cpu_conv3x3_stack_bwd)
+
+
+def cpu_conv3x3_stack(x, kernels, biases, activation, chunk: int | None = None):
+    """The chunked stack of act(conv + bias) layers with its own VJP (fast on CPU)."""
+    if chunk is None:
+        widest = max(k.shape[-1] for k in kernels)
+        chunk = chunk_size(x.shape, widest, x.dtype.itemsize)
+    return _cpu_conv3x3_stack(x, list(kernels), list(biases), activation, chunk)
+
+
+def conv3x3_stack(x, kernels, biases, activation):
+    """h_L of h_l = act(conv3x3(h_(l-1), kernels[l]) + biases[l]), h_0 = x.
+
+    On CPU every chunk of images goes through all layers while it is in cache, forward and
+    backward (the layers' inputs are recomputed from the saved pre-activations).
+    """
+    chex.assert_rank(x, 4)
+    return lax.platform_dependent(
+        x,
+        list(kernels),
+        list(biases),
+        cpu=lambda x, k, b: cpu_conv3x3_stack(x, k, b, activation),
+        default=lambda x, k, b: reference_conv3x3_stack(x, k, b, activation),
+    )

@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dpm_jax.models.conv import conv3x3, conv3x3_bias_act
+from dpm_jax.models.conv import conv3x3, conv3x3_bias_act, conv3x3_stack
 from dpm_jax.models.temporal import bump_basis, temporal_readout
 
 Activation = Callable[[jax.Array], jax.Array]
@@ -77,8 +77,32 @@ class MultiScaleConv(nn.Module):
     activation_per_scale: bool = True
     dtype: Any = None
 
+    def kernels_and_biases(self, x_shape, dtype) -> list[tuple[jax.Array, jax.Array]]:
+        """Per scale s: the kernel (3, 3, C, features) and the bias, broadcastable to
+        (H/2^s, W/2^s, features) (the untied bias's interior), in ``dtype``."""
+        _, height, width, channels = x_shape
+        std = math.sqrt(1.0 / self.features) / FILTER_SIZE**2
+        out = []
+        for s in range(self.num_scales):
+            hs, ws = height // 2**s, width // 2**s
+            kernel = self.param(
+                f"kernel_{s}",
+                nn.initializers.normal(std),
+                (FILTER_SIZE, FILTER_SIZE, channels, self.features),
+            )
+            if self.untied_bias:
+                bias = self.param(
+                    f"bias_{s}", nn.initializers.zeros, (hs + 2, ws + 2, self.features)
+                )
+                bias = bias[1:-1, 1:-1]
+            else:
+                bias = self.param(f"bias_{s}", nn.initializers.zeros, (self.features,))
+            out.append((kernel.astype(dtype), bias.astype(dtype)))
+        return out
+
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, params_only: bool = False):
+        """(N, H, W, features); with ``params_only`` the list of :meth:`kernels_and_biases`."""
         chex.assert_rank(x, 4)
         if self.num_scales < 1:
             raise ValueError(f"MultiScaleConv: num_scales must be >= 1, got {self.num_scales}.")
@@ -93,28 +117,16 @@ class MultiScaleConv(nn.Module):
                     f"for a {height}x{width} image, or crop/pad the image to a multiple of "
                     f"{factor}."
                 )
-        std = math.sqrt(1.0 / self.features) / FILTER_SIZE**2
+        if params_only:
+            dtype = x.dtype if self.dtype is None else self.dtype
+            return self.kernels_and_biases(x.shape, dtype)
         if self.dtype is not None:
             x = x.astype(self.dtype)
         acc = 0.0
-        for s in range(self.num_scales):
+        for s, (kernel, bias) in enumerate(self.kernels_and_biases(x.shape, x.dtype)):
             pool = 2**s
-            hs, ws = height // pool, width // pool
-            down = x.reshape(batch, hs, pool, ws, pool, channels).mean(axis=(2, 4))
-            kernel = self.param(
-                f"kernel_{s}",
-                nn.initializers.normal(std),
-                (FILTER_SIZE, FILTER_SIZE, channels, self.features),
-            )
-            if self.untied_bias:
-                bias = self.param(
-                    f"bias_{s}", nn.initializers.zeros, (hs + 2, ws + 2, self.features)
-                )
-                bias = bias[1:-1, 1:-1]
-            else:
-                bias = self.param(f"bias_{s}", nn.initializers.zeros, (self.features,))
-            bias = bias.astype(down.dtype)
-            kernel = kernel.astype(down.dtype)
+            down = x.reshape(batch, height // pool, pool, width // pool, pool, channels)
+            down = down.mean(axis=(2, 4))
             if self.activation_per_scale:
                 y = conv3x3_bias_act(down, kernel, bias, self.activation)
             else:
@@ -204,9 +216,8 @@ class MultiScaleConvNet(nn.Module):
         x_t = x_t.astype(dtype)
         branches = []
         if conv_on:
-            h = x_t
-            for i in range(self.conv_layers):
-                h = MultiScaleConv(
+            layers = [
+                MultiScaleConv(
                     self.conv_features,
                     num_scales=self.num_scales,
                     activation=self.conv_activation,
@@ -214,7 +225,21 @@ class MultiScaleConvNet(nn.Module):
                     activation_per_scale=self.conv_activation_per_scale,
                     dtype=dtype,
                     name=f"conv_{i}",
-                )(h)
+                )
+                for i in range(self.conv_layers)
+            ]
+            if self.num_scales == 1:  # every layer is act(conv + bias): one chunked stack
+                shapes = [x_t.shape] + [(*x_t.shape[:3], self.conv_features)] * len(layers)
+                params = [
+                    layer(jnp.zeros(shape, dtype), params_only=True)[0]
+                    for layer, shape in zip(layers, shapes, strict=False)
+                ]
+                kernels, biases = zip(*params, strict=True)
+                h = conv3x3_stack(x_t, kernels, biases, self.conv_activation)
+            else:
+                h = x_t
+                for layer in layers:
+                    h = layer(h)
             branches.append((h, self.conv_features))
         if dense_on:
             depth = self._dense_depth()
