@@ -11,8 +11,8 @@ For each model (``experiments.<model>.PRESETS["default"]``: the released code's 
 T = 1000) and network dtype (float32, bfloat16 = mixed precision with float32 parameters
 and bound math) it prints
 
-  * train step: images/s, and achieved FLOP/s (model FLOPs from XLA's cost analysis of
-    the compiled float32 step, charged to both dtypes) as a fraction of this run's
+  * train step: images/s, and achieved FLOP/s (model FLOPs counted from the network's
+    sizes, :func:`analytic_train_flops`, charged to both dtypes) as a fraction of this run's
     measured peak (the faster of a large matmul and a large 3x3 convolution, in the
     same dtype);
   * exact bound (all T - 1 KL terms, ``gaussian.bound_exact``): images/s;
@@ -207,38 +207,35 @@ def init_params(config, quick: bool):
     return jax.jit(lambda k: image_model.init_params(config, k))(jax.random.key(0))
 
 
-_MODEL_FLOPS: dict = {}
-
-
-def model_flops(config, float32_step=None) -> tuple[float, float]:
-    """(train-step FLOPs, forward FLOPs per image) of the float32 network, from XLA.
-
-    The model's arithmetic; a bfloat16 program is charged the same (its cost analysis
-    also counts the casts). ``float32_step``: the compiled float32 step, if at hand.
-    """
-    if config in _MODEL_FLOPS:
-        return _MODEL_FLOPS[config]
-    fns = ModelFns(config, jnp.float32)
-    tx = image_model.make_optimizer(config)
-    key = jax.random.key(1)
-    abstract_params = jax.eval_shape(lambda k: image_model.init_params(config, k), key)
-    image = config.image_shape()
-    if float32_step is None:
-        abstract_state = jax.eval_shape(
-            lambda p: train_state.create_train_state(p, tx, train_key_data()), abstract_params
-        )
-        batch = jax.ShapeDtypeStruct((config.train.batch_size, *image), jnp.uint8)
-        step = train_state.make_train_step(fns.loss, tx)
-        float32_step, _ = compile_timed(step, abstract_state, batch)
-    n = config.eval.batch_size
-    forward, _ = compile_timed(
-        jax.jit(fns.forward),
-        abstract_params,
-        jax.ShapeDtypeStruct((n, *image), jnp.float32),
-        jax.ShapeDtypeStruct((n,), jnp.int32),
+def analytic_train_flops(config) -> float:
+    """2 x multiply-adds of the 2015 network's convolutions and matmuls, x3 (fwd + bwd), per step."""
+    m = config.model
+    height, width, colours = config.image_shape()
+    pixels = height * width
+    conv = sum(
+        (pixels // 4**s) * 9 * (colours if i == 0 else m.conv_features) * m.conv_features
+        for i in range(m.conv_layers)
+        for s in range(m.num_scales)
     )
-    _MODEL_FLOPS[config] = (flops_of(float32_step), flops_of(forward) / n)
-    return _MODEL_FLOPS[config]
+    depth = m.dense_layers or m.conv_layers
+    dense_out = m.dense_output if m.dense_hidden and depth else 0
+    dense = 0
+    if dense_out:
+        dims = [colours * pixels] + [m.dense_hidden] * (depth - 1) + [dense_out * pixels]
+        dense = sum(a * b for a, b in zip(dims[:-1], dims[1:], strict=True))
+    upper = [m.conv_features + dense_out] + [m.upper_hidden] * (m.upper_layers - 1)
+    upper = upper + [colours * 2 * m.num_temporal_basis]
+    per_pixel = sum(a * b for a, b in zip(upper[:-1], upper[1:], strict=True))
+    macs = conv + dense + pixels * per_pixel
+    return 3 * 2 * macs * config.train.batch_size
+
+
+def model_flops(config) -> tuple[float, float]:
+    """(train-step FLOPs, forward FLOPs per image) of the network: :func:`analytic_train_flops`
+    (XLA's cost analysis counts a loop's body once, and the CPU convolution loops over
+    chunks). A bfloat16 program is charged the same."""
+    train = analytic_train_flops(config)
+    return train, train / (3 * config.train.batch_size)
 
 
 def bench_model(name, config, dtype_name, args, peak) -> dict:
@@ -263,9 +260,7 @@ def bench_model(name, config, dtype_name, args, peak) -> dict:
     n_samples = config.eval.num_samples
     sampler = jax.jit(fns.sample, static_argnums=2)
     sample_c, sample_compile = compile_timed(sampler, abstract_params, key_spec, n_samples)
-    step_flops, fwd_flops_per_image = model_flops(
-        config, step_c if fns.dtype == jnp.float32 else None
-    )
+    step_flops, fwd_flops_per_image = model_flops(config)
     result = {
         "model": name,
         "dtype": dtype_name,

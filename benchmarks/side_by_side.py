@@ -20,7 +20,8 @@ bound and sampler; exact-bound images/s (all T - 1 KL terms); the sampler's time
 against one network evaluation of the same batch (a shortened chain, the per-step cost does
 not depend on T); peak RSS of each; and the machine's peak (a 4096^2 float32 matmul).
 Train FLOP/s count 2 FLOPs per multiply-add of the convolutions and matmuls, times 3 for
-forward and backward (analytic for the 2015 model, XLA's cost analysis for the U-Net).
+forward and backward (``image_speed.analytic_train_flops`` for the 2015 model, XLA's cost
+analysis for the U-Net).
 
 ``--write`` saves ``docs/runs/performance/side_by_side.json`` and rewrites the block of
 ``docs/performance.md`` between the ``side-by-side`` markers (:func:`render`).
@@ -72,29 +73,6 @@ def median_seconds(fn, count: int, warmup: bool = True) -> float:
 # Workers (one per subprocess).
 
 
-def analytic_train_flops(config) -> float:
-    """2 x multiply-adds of the 2015 network's convolutions and matmuls, x3 (fwd + bwd), per step."""
-    m = config.model
-    height, width, colours = config.image_shape()
-    pixels = height * width
-    conv = sum(
-        (pixels // 4**s) * 9 * (colours if i == 0 else m.conv_features) * m.conv_features
-        for i in range(m.conv_layers)
-        for s in range(m.num_scales)
-    )
-    depth = m.dense_layers or m.conv_layers
-    dense_out = m.dense_output if m.dense_hidden and depth else 0
-    dense = 0
-    if dense_out:
-        dims = [colours * pixels] + [m.dense_hidden] * (depth - 1) + [dense_out * pixels]
-        dense = sum(a * b for a, b in zip(dims[:-1], dims[1:], strict=True))
-    upper = [m.conv_features + dense_out] + [m.upper_hidden] * (m.upper_layers - 1)
-    upper = upper + [colours * 2 * m.num_temporal_basis]
-    per_pixel = sum(a * b for a, b in zip(upper[:-1], upper[1:], strict=True))
-    macs = conv + dense + pixels * per_pixel
-    return 3 * 2 * macs * config.train.batch_size
-
-
 def _fns_2015(name: str):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import jax.numpy as jnp
@@ -142,10 +120,13 @@ def worker_train(name: str, steps: int) -> dict:
     start = time.perf_counter()
     compiled = step.lower(state, batch).compile()
     compile_s = time.perf_counter() - start
-    if name == "unet":
-        flops = _xla_flops(compiled)
+    if name == "unet":  # no loops: XLA's cost analysis counts every FLOP
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        import image_speed
+
+        flops = image_speed.flops_of(compiled)
     else:
-        flops = analytic_train_flops(config)
+        flops = image_speed.analytic_train_flops(config)
     box = {"state": state}
 
     def one():
@@ -161,13 +142,6 @@ def worker_train(name: str, steps: int) -> dict:
         "flops_per_s": flops / seconds,
         "peak_rss_mib": peak_rss_mib(),
     }
-
-
-def _xla_flops(compiled) -> float:
-    cost = compiled.cost_analysis()
-    if isinstance(cost, list | tuple):
-        cost = cost[0]
-    return float(cost["flops"])
 
 
 def worker_bound(name: str, count: int) -> dict:

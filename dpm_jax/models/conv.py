@@ -18,10 +18,13 @@ cache (a ``lax.map`` / ``lax.scan``):
 The batch is padded with zero images to a multiple of the chunk size; zero images add
 nothing to the kernel gradient and their outputs are dropped.
 
-``conv3x3_bias_act(x, kernel, bias, act)`` is act(conv3x3(x, kernel) + bias), the unit of
-a multi-scale layer: on CPU its forward pass adds the bias and applies the activation to each
-chunk while it is in cache, and its backward pass takes each chunk through the activation's
-VJP, the input gradient, the kernel and the bias gradient in one loop.
+``conv3x3_stack(x, kernels, biases, act)`` is L layers of act(conv3x3(h, W_l) + b_l), the
+single-scale conv pathway (``conv3x3_bias_act``: one layer, the unit of a multi-scale
+layer). On CPU each chunk goes through every layer while it is in cache: forward, it saves
+each layer's pre-activation; backward, one loop takes each chunk back through the
+activations' VJPs, the input gradients and the kernel and bias gradients (float32 sums),
+recomputing the layers' inputs from the saved pre-activations. Measured by
+``benchmarks/side_by_side.py`` and ``benchmarks/conv_kernels.py`` (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -145,59 +148,9 @@ def reference_conv3x3_bias_act(x, kernel, bias, activation):
     return activation(reference_conv3x3(x, kernel) + bias)
 
 
-def _fused_forward(x, kernel, bias, activation, chunk):
-    def one(xc):
-        pre = reference_conv3x3(xc, kernel) + bias
-        return activation(pre), pre
-
-    out, pre = lax.map(one, _chunks(x, chunk))
-    return _unchunk(out, x.shape[0]), pre
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _cpu_conv3x3_bias_act(x, kernel, bias, activation, chunk):
-    return _fused_forward(x, kernel, bias, activation, chunk)[0]
-
-
-def _cpu_conv3x3_bias_act_fwd(x, kernel, bias, activation, chunk):
-    out, pre = _fused_forward(x, kernel, bias, activation, chunk)
-    return out, (x, kernel, bias, pre)
-
-
-def _cpu_conv3x3_bias_act_bwd(activation, chunk, residuals, dy):
-    x, kernel, bias, pre = residuals
-    flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)  # (3, 3, O, C)
-    channels, out_channels = kernel.shape[2:]
-
-    def one(carry, chunk_args):
-        dw, db = carry
-        xc, pc, dc = chunk_args
-        dpre = jax.vjp(activation, pc)[1](dc)[0]
-        dx = reference_conv3x3(dpre, flipped)
-        db = db + jnp.sum(dpre.astype(jnp.float32), axis=0)
-        return (dw + _taps(xc, dpre), db), dx
-
-    zero = (
-        jnp.zeros((9, channels, out_channels), jnp.float32),
-        jnp.zeros(pre.shape[2:], jnp.float32),
-    )
-    (dw, db), dx = lax.scan(one, zero, (_chunks(x, chunk), pre, _chunks(dy, chunk)))
-    db = jnp.sum(db, axis=tuple(range(db.ndim - bias.ndim)))
-    for axis, size in enumerate(bias.shape):
-        if size == 1:
-            db = jnp.sum(db, axis=axis, keepdims=True)
-    dw = dw.reshape(3, 3, channels, out_channels).astype(kernel.dtype)
-    return _unchunk(dx, x.shape[0]), dw, db.astype(bias.dtype)
-
-
-_cpu_conv3x3_bias_act.defvjp(_cpu_conv3x3_bias_act_fwd, _cpu_conv3x3_bias_act_bwd)
-
-
 def cpu_conv3x3_bias_act(x, kernel, bias, activation, chunk: int | None = None):
-    """The chunked act(conv + bias) with its own VJP (any backend; fast on CPU)."""
-    if chunk is None:
-        chunk = chunk_size(x.shape, kernel.shape[-1], x.dtype.itemsize)
-    return _cpu_conv3x3_bias_act(x, kernel, bias, activation, chunk)
+    """The chunked act(conv + bias) with its own VJP: :func:`cpu_conv3x3_stack` of one layer."""
+    return cpu_conv3x3_stack(x, [kernel], [bias], activation, chunk)
 
 
 def conv3x3_bias_act(x, kernel, bias, activation):

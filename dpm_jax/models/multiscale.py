@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from dpm_jax.models.conv import conv3x3, conv3x3_bias_act, conv3x3_stack
-from dpm_jax.models.temporal import bump_basis, temporal_readout
+from dpm_jax.models.temporal import bump_basis, step_rows
 
 Activation = Callable[[jax.Array], jax.Array]
 
@@ -138,6 +138,20 @@ class MultiScaleConv(nn.Module):
         return self.activation(acc)
 
 
+class _Linear(nn.Module):
+    """``nn.Dense``'s parameters (``kernel`` (in, features), ``bias``; the same names and
+    initialisation), returned instead of applied."""
+
+    features: int
+    kernel_init: Any = nn.initializers.lecun_normal()
+
+    @nn.compact
+    def __call__(self, in_features: int) -> tuple[jax.Array, jax.Array]:
+        kernel = self.param("kernel", self.kernel_init, (in_features, self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        return kernel, bias
+
+
 class MultiScaleConvNet(nn.Module):
     """The image reverse model (App. D.2.1, Fig. D.1; reference ``MLP_conv_dense``).
 
@@ -188,8 +202,11 @@ class MultiScaleConvNet(nn.Module):
         return self.conv_layers if self.dense_layers is None else self.dense_layers
 
     @nn.compact
-    def coefficients(self, x_t: jax.Array) -> jax.Array:
-        """The per-pixel temporal coefficients y (N, H, W, C, 2, J); t is not an input."""
+    def coefficients(self, x_t: jax.Array, t: jax.Array | None = None) -> jax.Array:
+        """The per-pixel temporal coefficients y (N, H, W, C, 2, J); t is not an input.
+
+        With t (N,): the readout z (N, H, W, C, 2) at each example's t (Eq. 62) instead.
+        """
         chex.assert_rank(x_t, 4)
         batch, height, width, channels = x_t.shape
         dense_on = self.dense_hidden > 0 and self._dense_depth() > 0
@@ -266,22 +283,28 @@ class MultiScaleConvNet(nn.Module):
                 name=f"upper_{i}",
             )(h)
             h = self.dense_activation(h)
-        h = nn.Dense(
+        kernel, bias = _Linear(
             channels * 2 * num_basis,
             kernel_init=zeros if self.zero_init_readout else dense_init,
-            bias_init=zeros,
-            dtype=dtype,
             name=f"upper_{self.upper_layers - 1}",
-        )(h)
-        h = h.astype(jnp.float32)  # the readout, bound and KL stay float32
-        return h.reshape(batch, height, width, channels, 2, num_basis)
+        )(h.shape[-1])
+        if t is None:
+            y = jnp.dot(h, kernel.astype(dtype)) + bias.astype(dtype)
+            y = y.astype(jnp.float32)  # the readout, bound and KL stay float32
+            return y.reshape(batch, height, width, channels, 2, num_basis)
+        # Eq. 62 folded into the last (linear) layer: z = h (W g(t)) + b g(t), per example;
+        # the same numbers as temporal_readout(y, ...) to float rounding, without forming y.
+        g = step_rows(bump_basis(self.num_steps, num_basis), t)  # (N, J)
+        kernel = kernel.reshape(-1, channels * 2, num_basis)
+        w_t = jnp.einsum("kmj,nj->nkm", kernel, g)
+        b_t = jnp.einsum("mj,nj->nm", bias.reshape(channels * 2, num_basis), g)
+        z = jnp.einsum("nhwk,nkm->nhwm", h.astype(jnp.float32), w_t) + b_t[:, None, None, :]
+        return z.reshape(batch, height, width, channels, 2)
 
     def __call__(self, x_t: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
         chex.assert_rank(x_t, 4)
         chex.assert_shape(t, (x_t.shape[0],))
-        y = self.coefficients(x_t)
-        basis = bump_basis(self.num_steps, self.num_temporal_basis)
-        z = temporal_readout(y, basis.astype(y.dtype), t)  # (N, H, W, C, 2)
+        z = self.coefficients(x_t, t)  # (N, H, W, C, 2)
         return z[..., 0], z[..., 1]
 
 
