@@ -1,7 +1,7 @@
 """One 3x3 convolution at a time: XLA (and dpm_jax's chunked CPU convolution) against PyTorch.
 
   python benchmarks/conv_kernels.py            # needs the bench extra (torch)
-  python benchmarks/conv_kernels.py --write    # also docs/runs/performance/conv_kernels.json
+  python benchmarks/conv_kernels.py --write    # also docs/runs/performance/ + docs
 
 For the convolutions of the benchmarked networks (the 2015 model's 20 and 100 channels, the
 DDPM U-Net's 128 to 512) it prints GFLOP/s of the forward pass and of forward plus
@@ -22,6 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "docs" / "runs" / "performance" / "conv_kernels.json"
+DOC = ROOT / "docs" / "performance.md"
+BEGIN, END = "<!-- conv-kernels:begin -->", "<!-- conv-kernels:end -->"
 
 # (batch, height = width, C_in, C_out, where it occurs)
 SHAPES = [
@@ -78,6 +80,37 @@ def measure_shape(batch: int, size: int, c_in: int, c_out: int) -> dict:
     return row
 
 
+def render(report: dict) -> str:
+    """The markdown block of ``docs/performance.md`` for a saved report."""
+    m = report["machine"]
+    lines = [
+        f"Measured by `python benchmarks/conv_kernels.py --write` (jax {m['jax']}, torch "
+        f"{m['torch']}, {m['threads']} threads), float32, GFLOP/s (forward + backward counts "
+        "3x the forward FLOPs); evidence `docs/runs/performance/conv_kernels.json`.",
+        "",
+        "| convolution | batch, size, channels | forward: XLA | dpm_jax | PyTorch | "
+        "forward + backward: XLA | dpm_jax | PyTorch |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["rows"]:
+        n, size, c_in, c_out = r["shape"]
+        lines.append(
+            f"| {r['where']} | {n}, {size}x{size}, {c_in} -> {c_out} | {r['xla_fwd']:.0f} | "
+            f"{r['dpm_jax_fwd']:.0f} | {r['torch_fwd']:.0f} | {r['xla_fwd_bwd']:.0f} | "
+            f"{r['dpm_jax_fwd_bwd']:.0f} | {r['torch_fwd_bwd']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def write_doc(report: dict) -> None:
+    doc = DOC.read_text()
+    if BEGIN not in doc or END not in doc:
+        raise ValueError(f"{DOC} has no {BEGIN} ... {END} block to rewrite.")
+    head, rest = doc.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    DOC.write_text(f"{head}{BEGIN}\n{render(report)}\n{END}{tail}")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true")
@@ -104,8 +137,10 @@ def main(argv=None) -> None:
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
         }
-        OUT.write_text(json.dumps({"machine": meta, "rows": rows}, indent=2) + "\n")
-        print(f"wrote {OUT.relative_to(ROOT)}")
+        report = {"machine": meta, "rows": rows}
+        OUT.write_text(json.dumps(report, indent=2) + "\n")
+        write_doc(report)
+        print(f"wrote {OUT.relative_to(ROOT)} and the block of {DOC.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -45,3 +45,10 @@ def test_performance_doc_shows_the_committed_side_by_side_run_verbatim():
     for entry in report["models"].values():
         ratio = entry["train"]["images_per_s"] / sbs.peer_images_per_s(entry["peer"])
         assert abs(entry["ratio"] - ratio) < 1e-12
+
+
+def test_performance_doc_shows_the_committed_convolution_kernels_verbatim():
+    ck = _module("conv_kernels")
+    report = json.loads(ck.OUT.read_text())
+    block = ck.DOC.read_text().split(ck.BEGIN, 1)[1].split(ck.END, 1)[0].strip()
+    assert block == ck.render(report).strip()
