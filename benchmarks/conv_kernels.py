@@ -102,13 +102,18 @@ def render(report: dict) -> str:
     return "\n".join(lines)
 
 
+def rewrite_block(path: Path, begin: str, end: str, text: str) -> None:
+    """Replace what lies between the ``begin`` and ``end`` markers of a file by ``text``."""
+    doc = path.read_text()
+    if begin not in doc or end not in doc:
+        raise ValueError(f"{path} has no {begin} ... {end} block to rewrite.")
+    head, rest = doc.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
+
+
 def write_doc(report: dict) -> None:
-    doc = DOC.read_text()
-    if BEGIN not in doc or END not in doc:
-        raise ValueError(f"{DOC} has no {BEGIN} ... {END} block to rewrite.")
-    head, rest = doc.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    DOC.write_text(f"{head}{BEGIN}\n{render(report)}\n{END}{tail}")
+    rewrite_block(DOC, BEGIN, END, render(report))
 
 
 def main(argv=None) -> None:

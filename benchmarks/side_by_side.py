@@ -401,12 +401,10 @@ def render(report: dict) -> str:
 def write(report: dict) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    doc = DOC.read_text()
-    if BEGIN not in doc or END not in doc:
-        raise ValueError(f"{DOC} has no {BEGIN} ... {END} block to rewrite.")
-    head, rest = doc.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    DOC.write_text(f"{head}{BEGIN}\n{render(report)}\n{END}{tail}")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from conv_kernels import rewrite_block
+
+    rewrite_block(DOC, BEGIN, END, render(report))
 
 
 def main(argv=None) -> None:
