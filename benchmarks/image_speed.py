@@ -217,16 +217,17 @@ def analytic_train_flops(config) -> float:
         for i in range(m.conv_layers)
         for s in range(m.num_scales)
     )
-    depth = m.dense_layers or m.conv_layers
+    depth = m.dense_layers or m.conv_layers  # 0: the conv depth (image_model.network)
     dense_out = m.dense_output if m.dense_hidden and depth else 0
     dense = 0
     if dense_out:
         dims = [colours * pixels] + [m.dense_hidden] * (depth - 1) + [dense_out * pixels]
         dense = sum(a * b for a, b in zip(dims[:-1], dims[1:], strict=True))
-    upper = [m.conv_features + dense_out] + [m.upper_hidden] * (m.upper_layers - 1)
+    conv_out = m.conv_features if m.conv_layers else 0
+    upper = [conv_out + dense_out] + [m.upper_hidden] * (m.upper_layers - 1)
     upper = upper + [colours * 2 * m.num_temporal_basis]
     per_pixel = sum(a * b for a, b in zip(upper[:-1], upper[1:], strict=True))
-    macs = conv + dense + pixels * per_pixel
+    macs = conv + dense + pixels * per_pixel  # the last layer unfolded (1-3 % above folded)
     return 3 * 2 * macs * config.train.batch_size
 
 

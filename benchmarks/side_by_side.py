@@ -19,9 +19,9 @@ best round is compared. Also measured, for dpm_jax: compile times of the train s
 bound and sampler; exact-bound images/s (all T - 1 KL terms); the sampler's time per step
 against one network evaluation of the same batch (a shortened chain, the per-step cost does
 not depend on T); peak RSS of each; and the machine's peak (a 4096^2 float32 matmul).
-Train FLOP/s count 2 FLOPs per multiply-add of the convolutions and matmuls, times 3 for
-forward and backward (``image_speed.analytic_train_flops`` for the 2015 model, XLA's cost
-analysis for the U-Net).
+Train FLOP/s: for the 2015 model 2 FLOPs per multiply-add of its convolutions and matmuls,
+times 3 for forward and backward (``image_speed.analytic_train_flops``); for the U-Net
+XLA's cost analysis of the whole compiled step (elementwise work, Adam and EMA included).
 
 ``--write`` saves ``docs/runs/performance/side_by_side.json`` and rewrites the block of
 ``docs/performance.md`` between the ``side-by-side`` markers (:func:`render`).

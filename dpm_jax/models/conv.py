@@ -23,7 +23,12 @@ single-scale conv pathway (``conv3x3_bias_act``: one layer, the unit of a multi-
 layer). On CPU each chunk goes through every layer while it is in cache: forward, it saves
 each layer's pre-activation; backward, one loop takes each chunk back through the
 activations' VJPs, the input gradients and the kernel and bias gradients (float32 sums),
-recomputing the layers' inputs from the saved pre-activations. Measured by
+recomputing the layers' inputs from the saved pre-activations.
+
+Limits of the CPU path: it defines reverse mode only (``jax.grad``, ``jax.vjp``; forward
+mode, ``jax.jvp`` / ``jax.linearize``, raises, so use :func:`reference_conv3x3` there); a
+batch sharded over several CPU devices is gathered by the chunking (GPU and TPU take XLA's
+convolution and are not affected). Measured by
 ``benchmarks/side_by_side.py`` and ``benchmarks/conv_kernels.py`` (docs/performance.md).
 """
 

@@ -147,8 +147,9 @@ class _Linear(nn.Module):
 
     @nn.compact
     def __call__(self, in_features: int) -> tuple[jax.Array, jax.Array]:
-        kernel = self.param("kernel", self.kernel_init, (in_features, self.features))
-        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        shape = (in_features, self.features)
+        kernel = self.param("kernel", self.kernel_init, shape, jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
         return kernel, bias
 
 
@@ -292,7 +293,8 @@ class MultiScaleConvNet(nn.Module):
             y = jnp.dot(h, kernel.astype(dtype)) + bias.astype(dtype)
             y = y.astype(jnp.float32)  # the readout, bound and KL stay float32
             return y.reshape(batch, height, width, channels, 2, num_basis)
-        # Eq. 62 folded into the last (linear) layer: z = h (W g(t)) + b g(t), per example;
+        # Eq. 62 folded into the last (linear) layer: z = h (W g(t)) + b g(t), per example,
+        # in float32 (also under a bfloat16 ``dtype``, where y is rounded to bfloat16 first);
         # the same numbers as temporal_readout(y, ...) to float rounding, without forming y.
         g = step_rows(bump_basis(self.num_steps, num_basis), t)  # (N, J)
         kernel = kernel.reshape(-1, channels * 2, num_basis)
