@@ -8,8 +8,8 @@ counts is several times slower than its forward pass (issue 16: a 20 -> 20 chann
 convolution has its own VJP and every pass runs over the batch in chunks that fit the
 cache (a ``lax.map`` / ``lax.scan``):
 
-* forward: the plain convolution, chunk by chunk;
-* input gradient: the forward convolution of the output gradient with the kernel flipped
+* forward: XLA's convolution, chunk by chunk;
+* input gradient: XLA's forward convolution of the output gradient with the kernel flipped
   in space and transposed in channels (dx = dy * rot180(W)^T), chunk by chunk;
 * kernel gradient: for each of the 9 taps (i, j), dW[i, j] = sum over pixels of
   x_pad[n, h + i, w + j, :]^T dy[n, h, w, :], nine (pixels x C)^T (pixels x O) matmuls
@@ -70,21 +70,6 @@ def _unchunk(a: jax.Array, n: int) -> jax.Array:
     return a.reshape(-1, *a.shape[2:])[:n]
 
 
-def _chunked_conv(x: jax.Array, kernel: jax.Array, chunk: int) -> jax.Array:
-    out = lax.map(lambda xc: reference_conv3x3(xc, kernel), _chunks(x, chunk))
-    return _unchunk(out, x.shape[0])
-
-
-def _kernel_grad(x: jax.Array, dy: jax.Array, chunk: int) -> jax.Array:
-    """dW (3, 3, C, O) = sum_{n,h,w} x_pad[n, h+i, w+j, c] dy[n, h, w, o], float32 accumulation."""
-    channels, out_channels = x.shape[-1], dy.shape[-1]
-    zero = jnp.zeros((9, channels, out_channels), jnp.float32)
-    acc, _ = lax.scan(
-        lambda acc, xd: (acc + _taps(*xd), None), zero, (_chunks(x, chunk), _chunks(dy, chunk))
-    )
-    return acc.reshape(3, 3, channels, out_channels)
-
-
 def _taps(xc: jax.Array, dc: jax.Array) -> jax.Array:
     """(9, C, O): the kernel gradient of one chunk, tap (i, j) at 3 i + j, float32.
 
@@ -106,31 +91,15 @@ def _taps(xc: jax.Array, dc: jax.Array) -> jax.Array:
     )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _cpu_conv3x3(x: jax.Array, kernel: jax.Array, chunk: int) -> jax.Array:
-    return _chunked_conv(x, kernel, chunk)
-
-
-def _cpu_conv3x3_fwd(x, kernel, chunk):
-    return _chunked_conv(x, kernel, chunk), (x, kernel)
-
-
-def _cpu_conv3x3_bwd(chunk, residuals, dy):
-    x, kernel = residuals
-    flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)  # (3, 3, O, C)
-    dx = _chunked_conv(dy, flipped, chunk)
-    dw = _kernel_grad(x, dy, chunk).astype(kernel.dtype)
-    return dx, dw
-
-
-_cpu_conv3x3.defvjp(_cpu_conv3x3_fwd, _cpu_conv3x3_bwd)
+def _identity(h: jax.Array) -> jax.Array:
+    return h
 
 
 def cpu_conv3x3(x: jax.Array, kernel: jax.Array, chunk: int | None = None) -> jax.Array:
-    """The chunked convolution with its own VJP (any backend; fast on CPU)."""
-    if chunk is None:
-        chunk = chunk_size(x.shape, kernel.shape[-1], x.dtype.itemsize)
-    return _cpu_conv3x3(x, kernel, chunk)
+    """The chunked convolution with its own VJP (any backend; fast on CPU): the one-layer
+    :func:`cpu_conv3x3_stack` with a zero bias and no activation."""
+    zero_bias = jnp.zeros(kernel.shape[-1:], x.dtype)
+    return cpu_conv3x3_stack(x, [kernel], [zero_bias], _identity, chunk)
 
 
 def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:

@@ -247,10 +247,11 @@ class MultiScaleConvNet(nn.Module):
                 for i in range(self.conv_layers)
             ]
             if self.num_scales == 1:  # every layer is act(conv + bias): one chunked stack
-                shapes = [x_t.shape] + [(*x_t.shape[:3], self.conv_features)] * len(layers)
+                hidden = (*x_t.shape[:3], self.conv_features)
+                shapes = [x_t.shape] + [hidden] * (len(layers) - 1)
                 params = [
                     layer(jnp.zeros(shape, dtype), params_only=True)[0]
-                    for layer, shape in zip(layers, shapes, strict=False)
+                    for layer, shape in zip(layers, shapes, strict=True)
                 ]
                 kernels, biases = zip(*params, strict=True)
                 h = conv3x3_stack(x_t, kernels, biases, self.conv_activation)
