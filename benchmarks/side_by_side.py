@@ -48,6 +48,9 @@ PEER_UNET = ROOT / "benchmarks" / "torch_unet_peer.py"
 RESULTS = ROOT / "docs" / "runs" / "performance" / "side_by_side.json"
 DOC = ROOT / "docs" / "performance.md"
 BEGIN, END = "<!-- side-by-side:begin -->", "<!-- side-by-side:end -->"
+# The project and its other benchmarks (image_speed, conv_kernels) import lazily: a peer's
+# subprocess must not load jax into its measured memory.
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 TRAIN_STEPS = {"mnist": 10, "cifar10": 3, "unet": 2}
 UNET_BATCH = 32
@@ -74,7 +77,6 @@ def median_seconds(fn, count: int, warmup: bool = True) -> float:
 
 
 def _fns_2015(name: str):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     import jax.numpy as jnp
     from image_speed import MODELS, ModelFns
 
@@ -102,7 +104,6 @@ def worker_train(name: str, steps: int) -> dict:
         tx = ddpm.make_optimizer(config)
         params = jax.jit(lambda k: ddpm.init_params(config, k))(jax.random.key(0))
         step = train_state.make_train_step(loss, tx, ema_decay=config.train.ema_decay)
-        image = config.image_shape()
     else:
         config, fns = _fns_2015(name)
         import image_speed
@@ -112,7 +113,7 @@ def worker_train(name: str, steps: int) -> dict:
         tx = image_model.make_optimizer(config)
         params = image_speed.quick_params(config)
         step = train_state.make_train_step(fns.loss, tx)
-        image = config.image_shape()
+    image = config.image_shape()
     batch_size = config.train.batch_size
     key_data = jnp.array(jax.random.key_data(jax.random.key(2)))
     state = train_state.create_train_state(params, tx, key_data)
@@ -121,7 +122,6 @@ def worker_train(name: str, steps: int) -> dict:
     compiled = step.lower(state, batch).compile()
     compile_s = time.perf_counter() - start
     if name == "unet":  # no loops: XLA's cost analysis counts every FLOP
-        sys.path.insert(0, str(ROOT / "benchmarks"))
         import image_speed
 
         flops = image_speed.flops_of(compiled)
@@ -401,7 +401,6 @@ def render(report: dict) -> str:
 def write(report: dict) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     from conv_kernels import rewrite_block
 
     rewrite_block(DOC, BEGIN, END, render(report))
@@ -422,7 +421,6 @@ def main(argv=None) -> None:
         worker_peer(argv[2], argv[3:])
         return
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(ROOT))
     if args.worker:
         run = {
             "train": lambda: worker_train(args.model, args.steps),
