@@ -96,14 +96,19 @@ def worker_train(name: str, steps: int) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from dpm_jax import train_state
+    from dpm_jax import train_state, xla_options
 
-    if name == "unet":
+    if name == "unet":  # compiled as experiments.ddpm compiles it
         config, ddpm = _unet(UNET_BATCH)
         loss = functools.partial(ddpm.loss_fn, config)
         tx = ddpm.make_optimizer(config)
         params = jax.jit(lambda k: ddpm.init_params(config, k))(jax.random.key(0))
-        step = train_state.make_train_step(loss, tx, ema_decay=config.train.ema_decay)
+        step = train_state.make_train_step(
+            loss,
+            tx,
+            ema_decay=config.train.ema_decay,
+            compiler_options=xla_options.eigen_cpu_convolutions(),
+        )
     else:
         config, fns = _fns_2015(name)
         import image_speed

@@ -115,12 +115,14 @@ def fit(
     max_skipped_in_a_row: int = 20,
     steps_per_call: int = 1,
     ema_decay: float = 0.0,
+    compiler_options: dict[str, str] | None = None,
     desc: str = "train",
 ) -> TrainState:
     """Trains until ``state.step == num_steps``, resuming from ``workdir`` if it has a checkpoint.
 
     ``loss_fn(params, batch, key) -> (loss, aux_metrics)`` is minimised with ``tx``
-    (``dpm_jax.train_state.make_train_step``; ``ema_decay`` for the parameters' EMA).
+    (``dpm_jax.train_state.make_train_step``; ``ema_decay`` for the parameters' EMA,
+    ``compiler_options`` for the steps' compilation).
     ``batch_fn(step)`` returns this process's rows (``sharding.process_batch_slice``) of
     the global batch of a step, as host arrays; the runner places them on ``mesh``. With
     a deterministic ``batch_fn`` a resumed run sees the same data order. It runs one call
@@ -134,9 +136,10 @@ def fit(
     _check_fit_args(num_steps, checkpoint_every, log_every, max_skipped_in_a_row, steps_per_call)
     workdir = Path(workdir)
     metrics_path = workdir / rundir.METRICS_FILE
-    train_step = make_train_step(loss_fn, tx, mesh, ema_decay=ema_decay)
+    options = dict(ema_decay=ema_decay, compiler_options=compiler_options)
+    train_step = make_train_step(loss_fn, tx, mesh, **options)
     multi_step = (
-        make_multi_step(loss_fn, tx, steps_per_call, mesh, ema_decay=ema_decay)
+        make_multi_step(loss_fn, tx, steps_per_call, mesh, **options)
         if steps_per_call > 1
         else None
     )

@@ -140,16 +140,17 @@ def _train_step_fn(loss_fn: LossFn, tx: optax.GradientTransformation, ema_decay:
     return train_step
 
 
-def _jit(fn, mesh: jax.sharding.Mesh | None, batch_sharding):
+def _jit(fn, mesh: jax.sharding.Mesh | None, batch_sharding, compiler_options):
     """``fn(state, batch)`` jitted with the state donated; on ``mesh``: state replicated."""
     if mesh is None:
-        return jax.jit(fn, donate_argnums=0)
+        return jax.jit(fn, donate_argnums=0, compiler_options=compiler_options)
     state_sharding = sharding.replicated(mesh)
     return jax.jit(
         fn,
         in_shardings=(state_sharding, batch_sharding),
         out_shardings=(state_sharding, state_sharding),
         donate_argnums=0,
+        compiler_options=compiler_options,
     )
 
 
@@ -159,6 +160,7 @@ def make_train_step(
     mesh: jax.sharding.Mesh | None = None,
     *,
     ema_decay: float = 0.0,
+    compiler_options: dict[str, str] | None = None,
 ):
     """A pure train step ``(state, batch) -> (state, metrics)``, jitted with the state donated.
 
@@ -174,9 +176,13 @@ def make_train_step(
     ``"data"`` axis (its size must be divisible by the device count); XLA inserts the
     gradient all-reduce. A loss that is a mean over the batch then gives the same
     step as on one device with the same global batch and key.
+
+    ``compiler_options``: XLA options for this step's compilation only (e.g.
+    ``dpm_jax.xla_options.eigen_cpu_convolutions()``); None keeps the defaults.
     """
     step = _train_step_fn(loss_fn, tx, ema_decay)
-    return _jit(step, mesh, None if mesh is None else sharding.batch_sharding(mesh))
+    batch_sharding = None if mesh is None else sharding.batch_sharding(mesh)
+    return _jit(step, mesh, batch_sharding, compiler_options)
 
 
 def make_multi_step(
@@ -186,12 +192,14 @@ def make_multi_step(
     mesh: jax.sharding.Mesh | None = None,
     *,
     ema_decay: float = 0.0,
+    compiler_options: dict[str, str] | None = None,
 ):
     """``steps_per_call`` train steps in one compiled call: ``(state, batches) -> (state, metrics)``.
 
     ``batches`` stacks one batch per step on a new leading axis; a ``lax.scan`` runs the
     steps of :func:`make_train_step` in order (same keys, same skipping, same EMA), so
-    dispatch costs once per call. Metrics are those of the last step.
+    dispatch costs once per call. Metrics are those of the last step. ``compiler_options``
+    as in :func:`make_train_step`.
     """
     if steps_per_call < 2:
         raise ValueError(f"steps_per_call must be >= 2 here, got {steps_per_call}.")
@@ -201,4 +209,5 @@ def make_multi_step(
         state, metrics = jax.lax.scan(single, state, batches)
         return state, jax.tree.map(lambda m: m[-1], metrics)
 
-    return _jit(multi_step, mesh, None if mesh is None else sharding.stacked_batch_sharding(mesh))
+    batch_sharding = None if mesh is None else sharding.stacked_batch_sharding(mesh)
+    return _jit(multi_step, mesh, batch_sharding, compiler_options)

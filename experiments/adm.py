@@ -37,6 +37,7 @@ from dpm_jax import (
     sharding,
     terms,
     train_state,
+    xla_options,
 )
 from dpm_jax.data.batching import gather_labelled, train_batch_indices
 from dpm_jax.models import adm_unet
@@ -382,6 +383,7 @@ class ADMExperiment(common.Experiment):
             loss_fn=lambda params, batch, key: loss_fn(config, params, batch, key),
             tx=ddpm.make_optimizer(config),
             batch_fn=batch_fn,
+            compiler_options=xla_options.eigen_cpu_convolutions(),
         )
 
     def report(self, results: dict) -> str:

@@ -39,6 +39,7 @@ from dpm_jax import (
     sharding,
     terms,
     train_state,
+    xla_options,
 )
 from dpm_jax.data.batching import gather_images
 from dpm_jax.data.scaling import fit_scaling
@@ -357,6 +358,7 @@ class DDPMExperiment(common.Experiment):
             loss_fn=lambda params, batch, key: loss_fn(config, params, batch, key),
             tx=make_optimizer(config),
             augment=flips if config.data.random_flip else None,
+            compiler_options=xla_options.eigen_cpu_convolutions(),
         )
 
     def report(self, results: dict) -> str:

@@ -255,13 +255,15 @@ def train_on_images(
     loss_fn,
     tx,
     augment=None,
+    compiler_options: dict[str, str] | None = None,
 ) -> train_state.TrainState:
     """``runner.train_or_restore`` on batches of ``train_source``, data parallel over every
     device of every process; each process loads only its rows of every batch.
 
     Batch ``step`` holds the images ``train_batch_indices(..., config.seed, step)``, then
     ``augment(rows_of_batch, step, rows)`` where given (``rows``: this process's slice of
-    the global batch), so a resumed run sees the same data.
+    the global batch), so a resumed run sees the same data. ``compiler_options``: XLA
+    options for the train step's compilation (``runner.fit``).
     """
     mesh = sharding.data_mesh()
     batch_size = config.train.batch_size
@@ -283,4 +285,5 @@ def train_on_images(
         loss_fn=loss_fn,
         tx=tx,
         batch_fn=batch_fn,
+        compiler_options=compiler_options,
     )
