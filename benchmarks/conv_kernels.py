@@ -1,4 +1,5 @@
-"""One 3x3 convolution at a time: XLA (and dpm_jax's chunked CPU convolution) against PyTorch.
+"""One 3x3 convolution at a time: XLA (two kernel libraries) and dpm_jax's chunked CPU
+convolution against PyTorch.
 
   python benchmarks/conv_kernels.py            # needs the bench extra (torch)
   python benchmarks/conv_kernels.py --write    # also docs/runs/performance/ + docs
@@ -6,9 +7,11 @@
 For the convolutions of the benchmarked networks (the 2015 model's 20 and 100 channels, the
 DDPM U-Net's 128 to 512) it prints GFLOP/s of the forward pass and of forward plus
 backward (input and kernel gradient; 3x the forward FLOPs), for XLA's
-``conv_general_dilated``, ``dpm_jax.models.conv.cpu_conv3x3`` and ``torch.nn.Conv2d``
-(NCHW, as the peers use it), interleaved shape by shape in one process. It says what
-limits a network whose time is in its convolutions.
+``conv_general_dilated`` with its default kernels (YNNPACK) and on Eigen
+(``dpm_jax.xla_options.eigen_cpu_convolutions``, as the U-Nets' train steps compile),
+``dpm_jax.models.conv.cpu_conv3x3`` and ``torch.nn.Conv2d`` (NCHW, as the peers use it),
+interleaved shape by shape in one process. It says what limits a network whose time is
+in its convolutions.
 """
 
 from __future__ import annotations
@@ -53,15 +56,27 @@ def measure_shape(batch: int, size: int, c_in: int, c_out: int) -> dict:
     import jax.numpy as jnp
     import torch
 
+    from dpm_jax import xla_options
     from dpm_jax.models import conv
 
     flop = 2.0 * batch * size * size * c_in * c_out * 9
     x = jax.random.normal(jax.random.key(0), (batch, size, size, c_in))
     w = jax.random.normal(jax.random.key(1), (3, 3, c_in, c_out)) / 30
     row = {}
-    for name, fn in (("xla", conv.reference_conv3x3), ("dpm_jax", conv.cpu_conv3x3)):
-        fwd = jax.jit(fn)
-        both = jax.jit(jax.grad(lambda x, w, fn=fn: jnp.sum(fn(x, w) ** 2), argnums=(0, 1)))
+    eigen = xla_options.eigen_cpu_convolutions()
+    if eigen is None:
+        raise SystemExit("this jaxlib has no option for XLA:CPU's Eigen convolutions.")
+    variants = (
+        ("xla", conv.reference_conv3x3, None),
+        ("xla_eigen", conv.reference_conv3x3, eigen),
+        ("dpm_jax", conv.cpu_conv3x3, None),
+    )
+    for name, fn, options in variants:
+        fwd = jax.jit(fn, compiler_options=options)
+        both = jax.jit(
+            jax.grad(lambda x, w, fn=fn: jnp.sum(fn(x, w) ** 2), argnums=(0, 1)),
+            compiler_options=options,
+        )
         fwd_s = best_seconds(lambda fwd=fwd: jax.block_until_ready(fwd(x, w)))
         both_s = best_seconds(lambda both=both: jax.block_until_ready(both(x, w)))
         row[f"{name}_fwd"] = flop / fwd_s / 1e9
@@ -88,17 +103,17 @@ def render(report: dict) -> str:
         f"{m['torch']}, {m['threads']} threads), float32, GFLOP/s (forward + backward counts "
         "3x the forward FLOPs); evidence `docs/runs/performance/conv_kernels.json`.",
         "",
-        "| convolution | batch, size, channels | forward: XLA | dpm_jax | PyTorch | "
-        "forward + backward: XLA | dpm_jax | PyTorch |",
-        "|---|---|---|---|---|---|---|---|",
+        "| convolution | batch, size, channels | forward: XLA (YNNPACK) | XLA (Eigen) | "
+        "dpm_jax | PyTorch | forward + backward: XLA (YNNPACK) | XLA (Eigen) | dpm_jax | "
+        "PyTorch |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    columns = ("xla", "xla_eigen", "dpm_jax", "torch")
     for r in report["rows"]:
         n, size, c_in, c_out = r["shape"]
-        lines.append(
-            f"| {r['where']} | {n}, {size}x{size}, {c_in} -> {c_out} | {r['xla_fwd']:.0f} | "
-            f"{r['dpm_jax_fwd']:.0f} | {r['torch_fwd']:.0f} | {r['xla_fwd_bwd']:.0f} | "
-            f"{r['dpm_jax_fwd_bwd']:.0f} | {r['torch_fwd_bwd']:.0f} |"
-        )
+        fwd = " | ".join(f"{r[c + '_fwd']:.0f}" for c in columns)
+        both = " | ".join(f"{r[c + '_fwd_bwd']:.0f}" for c in columns)
+        lines.append(f"| {r['where']} | {n}, {size}x{size}, {c_in} -> {c_out} | {fwd} | {both} |")
     return "\n".join(lines)
 
 
@@ -130,8 +145,9 @@ def main(argv=None) -> None:
         rows.append(row)
         print(
             f"{where:16s} N={batch:3d} {size:2d}x{size:<2d} {c_in:3d}->{c_out:3d}  GFLOP/s fwd: "
-            f"xla {row['xla_fwd']:4.0f} dpm_jax {row['dpm_jax_fwd']:4.0f} torch "
-            f"{row['torch_fwd']:4.0f} | fwd+bwd: xla {row['xla_fwd_bwd']:4.0f} dpm_jax "
+            f"xla {row['xla_fwd']:4.0f} xla_eigen {row['xla_eigen_fwd']:4.0f} dpm_jax "
+            f"{row['dpm_jax_fwd']:4.0f} torch {row['torch_fwd']:4.0f} | fwd+bwd: xla "
+            f"{row['xla_fwd_bwd']:4.0f} xla_eigen {row['xla_eigen_fwd_bwd']:4.0f} dpm_jax "
             f"{row['dpm_jax_fwd_bwd']:4.0f} torch {row['torch_fwd_bwd']:4.0f}",
             flush=True,
         )

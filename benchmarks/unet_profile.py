@@ -1,0 +1,195 @@
+"""Where the DDPM U-Net's train step spends its time: convolutions or the rest, both sides.
+
+  python benchmarks/unet_profile.py            # needs the bench extra (torch, diffusers)
+  python benchmarks/unet_profile.py --write    # also docs/runs/performance/unet_profile.json
+
+In one process, batch 32, float32:
+* dpm_jax: the train step as ``experiments.ddpm`` compiles it, and its convolutions alone:
+  every ``conv_general_dilated`` of the step's forward pass (read from its jaxpr) with its
+  shapes, forward and both gradients, in one program compiled with the same options.
+  "Rest" is the step's time minus that: an estimate, since XLA may overlap operations.
+* the diffusers peer (``torch_unet_peer.py``'s step) under ``torch.profiler``: the time in
+  ``aten::mkldnn_convolution`` and ``aten::convolution_backward`` (including the 1x1
+  shortcut convolutions, which dpm_jax runs as dense layers) and the rest of the step.
+Each side runs in its own subprocess (torch ran about 30 % slower beside a live XLA CPU
+client). Medians of ``--steps`` timed steps after a warm-up step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+OUT = ROOT / "docs" / "runs" / "performance" / "unet_profile.json"
+BATCH = 32
+
+
+def _median_seconds(fn, count: int) -> float:
+    fn()
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _conv_equations(jaxpr) -> list:
+    """Every conv_general_dilated equation of a (closed) jaxpr, sub-jaxprs included."""
+    import jax
+    from jax.extend.core import jaxprs_in_params
+
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive is jax.lax.conv_general_dilated_p:
+            found.append(eqn)
+        for sub in jaxprs_in_params(eqn.params):
+            found.extend(_conv_equations(sub))
+    return found
+
+
+def measure_jax(steps: int) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    from dpm_jax import train_state, xla_options
+    from experiments import config as cfg
+    from experiments import ddpm, ddpm_config
+
+    config = cfg.replace(ddpm_config.PRESETS["cifar10"], {"train.batch_size": BATCH})
+    options = xla_options.eigen_cpu_convolutions()
+    loss = functools.partial(ddpm.loss_fn, config)
+    tx = ddpm.make_optimizer(config)
+    params = jax.jit(lambda k: ddpm.init_params(config, k))(jax.random.key(0))
+    step = train_state.make_train_step(
+        loss, tx, ema_decay=config.train.ema_decay, compiler_options=options
+    )
+    key_data = jnp.array(jax.random.key_data(jax.random.key(2)))
+    batch = jax.random.randint(jax.random.key(1), (BATCH, *config.image_shape()), 0, 256).astype(
+        jnp.uint8
+    )
+    convs = _conv_equations(jax.make_jaxpr(loss)(params, batch, jax.random.key(3)).jaxpr)
+    box = {"state": train_state.create_train_state(params, tx, key_data)}
+
+    def one_step():
+        box["state"], metrics = step(box["state"], batch)
+        jax.block_until_ready(metrics["loss"])
+
+    step_s = _median_seconds(one_step, steps)
+
+    def all_convs(inputs):
+        results = []
+        for eqn, (x, w, g) in zip(convs, inputs, strict=True):
+            fn = functools.partial(jax.lax.conv_general_dilated_p.bind, **eqn.params)
+            y, vjp = jax.vjp(fn, x, w)
+            results.append((y, *vjp(g)))  # y too, or XLA drops the forward convolution
+        return results
+
+    keys = iter(jax.random.split(jax.random.key(4), 3 * len(convs)))
+    inputs = [
+        tuple(
+            jax.random.normal(next(keys), v.aval.shape, v.aval.dtype)
+            for v in (*eqn.invars, eqn.outvars[0])
+        )
+        for eqn in convs
+    ]
+    conv_fn = jax.jit(all_convs, compiler_options=options)
+    conv_s = _median_seconds(lambda: jax.block_until_ready(conv_fn(inputs)), steps)
+    return {
+        "step_s": step_s,
+        "convolutions_s": conv_s,
+        "rest_s": step_s - conv_s,
+        "convolutions": len(convs),
+        "compiler_options": options,
+    }
+
+
+def measure_torch(steps: int) -> dict:
+    import torch
+    import torch.nn.functional as F
+    from diffusers import UNet2DModel
+    from torch_unet_peer import DDPM_CIFAR10
+
+    torch.manual_seed(0)
+    model = UNet2DModel(**DDPM_CIFAR10).train()
+    ema = [p.detach().clone() for p in model.parameters()]
+    opt = torch.optim.Adam(model.parameters(), lr=2e-4)
+    alpha_bar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)
+    x0 = torch.rand(BATCH, 3, 32, 32) * 2 - 1
+
+    def train_step():  # torch_unet_peer.py's step
+        t = torch.randint(0, 1000, (BATCH,))
+        eps = torch.randn_like(x0)
+        a = alpha_bar[t].float().view(-1, 1, 1, 1)
+        loss = F.mse_loss(model(a.sqrt() * x0 + (1 - a).sqrt() * eps, t + 1).sample, eps)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, list(model.parameters()), 1 - 0.9999)
+
+    step_s = _median_seconds(train_step, steps)
+    conv_times = []
+    for _ in range(steps):
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            train_step()
+        conv_times.append(
+            sum(
+                e.self_cpu_time_total
+                for e in prof.key_averages()
+                if e.key in ("aten::mkldnn_convolution", "aten::convolution_backward")
+            )
+            / 1e6
+        )
+    conv_s = statistics.median(conv_times)
+    return {
+        "step_s": step_s,
+        "convolutions_s": conv_s,
+        "rest_s": step_s - conv_s,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per side")
+    parser.add_argument("--write", action="store_true")
+    parser.add_argument("--side", choices=("dpm_jax", "diffusers"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.side:  # a worker: one side, one line of JSON
+        measure = measure_jax if args.side == "dpm_jax" else measure_torch
+        print("RESULT " + json.dumps(measure(args.steps)), flush=True)
+        return
+    import jax
+
+    report = {"batch": BATCH, "jax": jax.__version__}
+    for side in ("dpm_jax", "diffusers"):
+        command = [sys.executable, __file__, "--side", side, "--steps", str(args.steps)]
+        out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        report[side] = json.loads(out.rsplit("RESULT ", 1)[1])
+    for side in ("dpm_jax", "diffusers"):
+        r = report[side]
+        print(
+            f"{side:9s} step {r['step_s']:.2f} s = convolutions {r['convolutions_s']:.2f} s "
+            f"+ rest {r['rest_s']:.2f} s",
+            flush=True,
+        )
+    if args.write:
+        OUT.parent.mkdir(parents=True, exist_ok=True)
+        OUT.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {OUT.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
