@@ -118,9 +118,9 @@ def test_conv3x3_is_the_chunked_convolution_on_cpu_and_checks_shapes():
         conv.conv3x3(x[0], kernel)  # not NHWC
 
 
-def test_chunk_size_fits_about_a_mebibyte_and_at_least_one_image():
-    assert conv.chunk_size((512, 28, 28, 1), 20, 4) == 16  # 28*28*20*4 bytes per image
-    assert conv.chunk_size((200, 32, 32, 3), 100, 4) == 2
+def test_chunk_size_fits_about_half_a_mebibyte_and_at_least_one_image():
+    assert conv.chunk_size((512, 28, 28, 1), 20, 4) == 8  # 28*28*20*4 bytes per image
+    assert conv.chunk_size((200, 32, 32, 3), 100, 4) == 1
     assert conv.chunk_size((4, 512, 512, 64), 64, 4) == 1
     assert conv.chunk_size((3, 4, 4, 1), 8, 4) == 3
 

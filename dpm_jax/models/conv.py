@@ -42,8 +42,9 @@ import jax.numpy as jnp
 from jax import lax
 
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
-CHUNK_BYTES = 1 << 20
-"""Target size of one chunk's input (or output) activations on CPU (about 1 MiB, fits L2)."""
+CHUNK_BYTES = 1 << 19
+"""Target size of one chunk's input (or output) activations on CPU: 512 KiB, so input and
+output fit a 1 MiB L2 cache (8 MNIST images of 20 channels, 1 CIFAR-10 image of 100)."""
 
 
 def reference_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
