@@ -44,25 +44,21 @@ DDPM_CIFAR10 = dict(
 )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=3, help="timed train steps")
-    parser.add_argument("--fwd_steps", type=int, default=3, help="timed forward passes")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-
-    torch.manual_seed(args.seed)
+def make_train_step(batch: int, seed: int = 0):
+    """``(model, x0, train_step)``: the peer's network, a fixed batch in [-1, 1] and one
+    train step on it (``train_step() -> loss``)."""
+    torch.manual_seed(seed)
     model = UNet2DModel(**DDPM_CIFAR10)
     ema = [p.detach().clone() for p in model.parameters()]
     opt = torch.optim.Adam(model.parameters(), lr=2e-4)
     T = 1000
     betas = torch.linspace(1e-4, 0.02, T, dtype=torch.float64)
     alpha_bar = torch.cumprod(1 - betas, 0).float()
-    x0 = torch.rand(args.batch, 3, 32, 32) * 2 - 1
+    x0 = torch.rand(batch, 3, 32, 32) * 2 - 1
 
     def train_step() -> float:
-        t = torch.randint(0, T, (args.batch,))
+        model.train()
+        t = torch.randint(0, T, (batch,))
         eps = torch.randn_like(x0)
         a = alpha_bar[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
@@ -75,9 +71,22 @@ def main() -> None:
             torch._foreach_lerp_(ema, list(model.parameters()), 1 - 0.9999)
         return float(loss.detach())
 
+    return model, x0, train_step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=3, help="timed train steps")
+    parser.add_argument("--fwd_steps", type=int, default=3, help="timed forward passes")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    model, x0, train_step = make_train_step(args.batch, args.seed)
+
     @torch.inference_mode()
     def forward() -> float:
-        t = torch.randint(1, T + 1, (args.batch,))
+        t = torch.randint(1, 1001, (args.batch,))
         return float(model.eval()(x0, t).sample[0, 0, 0, 0])
 
     def timed(fn, count: int) -> list[float]:
@@ -88,7 +97,6 @@ def main() -> None:
             times.append(time.perf_counter() - start)
         return times
 
-    model.train()
     start = time.perf_counter()
     train_step()
     first = time.perf_counter() - start
