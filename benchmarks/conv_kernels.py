@@ -8,7 +8,7 @@ For the convolutions of the benchmarked networks (the 2015 model's 20 and 100 ch
 DDPM U-Net's 128 to 512) it prints GFLOP/s of the forward pass and of forward plus
 backward (input and kernel gradient; 3x the forward FLOPs), for XLA's
 ``conv_general_dilated`` with its default kernels (YNNPACK) and on Eigen
-(``dpm_jax.xla_options.eigen_cpu_convolutions``, as the U-Nets' train steps compile),
+(``dpm_jax.xla_options.eigen_cpu_kernels``, as the U-Nets' train steps compile),
 ``dpm_jax.models.conv.cpu_conv3x3`` and ``torch.nn.Conv2d`` (NCHW, as the peers use it),
 interleaved shape by shape in one process. It says what limits a network whose time is
 in its convolutions.
@@ -63,7 +63,7 @@ def measure_shape(batch: int, size: int, c_in: int, c_out: int) -> dict:
     x = jax.random.normal(jax.random.key(0), (batch, size, size, c_in))
     w = jax.random.normal(jax.random.key(1), (3, 3, c_in, c_out)) / 30
     row = {}
-    eigen = xla_options.eigen_cpu_convolutions()
+    eigen = xla_options.eigen_cpu_kernels()
     if eigen is None:
         raise SystemExit("this jaxlib has no option for XLA:CPU's Eigen convolutions.")
     variants = (

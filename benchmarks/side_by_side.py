@@ -107,7 +107,7 @@ def worker_train(name: str, steps: int) -> dict:
             loss,
             tx,
             ema_decay=config.train.ema_decay,
-            compiler_options=xla_options.eigen_cpu_convolutions(),
+            compiler_options=xla_options.eigen_cpu_kernels(),
         )
     else:
         config, fns = _fns_2015(name)

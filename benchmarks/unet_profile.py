@@ -57,7 +57,7 @@ def measure_jax(steps: int) -> dict:
     from experiments import ddpm, ddpm_config
 
     config = cfg.replace(ddpm_config.PRESETS["cifar10"], {"train.batch_size": BATCH})
-    options = xla_options.eigen_cpu_convolutions()
+    options = xla_options.eigen_cpu_kernels()
     loss = functools.partial(ddpm.loss_fn, config)
     tx = ddpm.make_optimizer(config)
     params = jax.jit(lambda k: ddpm.init_params(config, k))(jax.random.key(0))

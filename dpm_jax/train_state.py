@@ -178,7 +178,7 @@ def make_train_step(
     step as on one device with the same global batch and key.
 
     ``compiler_options``: XLA options for this step's compilation only (e.g.
-    ``dpm_jax.xla_options.eigen_cpu_convolutions()``); None keeps the defaults.
+    ``dpm_jax.xla_options.eigen_cpu_kernels()``); None keeps the defaults.
     """
     step = _train_step_fn(loss_fn, tx, ema_decay)
     batch_sharding = None if mesh is None else sharding.batch_sharding(mesh)

@@ -1,10 +1,10 @@
 """XLA compiler options chosen per compiled function (``jax.jit(..., compiler_options=...)``).
 
 Options set here apply to one jitted function only: no process-wide ``XLA_FLAGS``, no
-global state. :func:`eigen_cpu_convolutions` is the one in use: on CPU it runs XLA's own
-convolutions on its Eigen kernels instead of YNNPACK, which makes the DDPM CIFAR-10
-U-Net's train step about 1.15x faster on a 2-core x86 CPU (``docs/performance.md``,
-``benchmarks/conv_kernels.py``); the 2015 models' chunked convolutions
+global state. :func:`eigen_cpu_kernels` is the one in use: on CPU it runs convolutions and
+dots on XLA's own (Eigen) kernels instead of YNNPACK, keeping YNNPACK's reductions, which
+made the DDPM CIFAR-10 U-Net's train step faster on a 2-core x86 CPU (0.72x to 0.80x of
+the diffusers peer, ``docs/performance.md``); the 2015 models' chunked convolutions
 (``dpm_jax.models.conv``) are tuned for YNNPACK and keep the defaults.
 """
 
@@ -15,16 +15,14 @@ import os
 
 import jax
 
-# jaxlib 0.10's default set of YNNPACK fusions without LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION:
-# dots and reductions stay on YNNPACK, convolutions fall back to XLA's Eigen kernels.
+# Of jaxlib 0.10's default YNNPACK fusions (individual dots and convolutions, reductions)
+# only the reductions: convolutions and dots fall back to XLA's Eigen kernels.
 _YNN_FUSIONS = "xla_cpu_experimental_ynn_fusion_type"
-EIGEN_CPU_CONVOLUTIONS = {
-    _YNN_FUSIONS: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
-}
+EIGEN_CPU_KERNELS = {_YNN_FUSIONS: "LIBRARY_FUSION_TYPE_REDUCE"}
 
 
-def eigen_cpu_convolutions(backend: str | None = None) -> dict[str, str] | None:
-    """Compiler options that move XLA:CPU's convolutions from YNNPACK to Eigen, or None.
+def eigen_cpu_kernels(backend: str | None = None) -> dict[str, str] | None:
+    """Compiler options that move XLA:CPU's convolutions and dots from YNNPACK to Eigen, or None.
 
     None (compile with the defaults) where they do not apply: off CPU (``backend``, default
     ``jax.default_backend()``), when ``XLA_FLAGS`` already chooses the YNNPACK fusions (the
@@ -35,9 +33,7 @@ def eigen_cpu_convolutions(backend: str | None = None) -> dict[str, str] | None:
         "XLA_FLAGS", ""
     ):
         return None
-    return (
-        dict(EIGEN_CPU_CONVOLUTIONS) if _accepted(tuple(EIGEN_CPU_CONVOLUTIONS.items())) else None
-    )
+    return dict(EIGEN_CPU_KERNELS) if _accepted(tuple(EIGEN_CPU_KERNELS.items())) else None
 
 
 @functools.cache

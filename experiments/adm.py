@@ -383,7 +383,7 @@ class ADMExperiment(common.Experiment):
             loss_fn=lambda params, batch, key: loss_fn(config, params, batch, key),
             tx=ddpm.make_optimizer(config),
             batch_fn=batch_fn,
-            compiler_options=xla_options.eigen_cpu_convolutions(),
+            compiler_options=xla_options.eigen_cpu_kernels(),
         )
 
     def report(self, results: dict) -> str:

@@ -358,7 +358,7 @@ class DDPMExperiment(common.Experiment):
             loss_fn=lambda params, batch, key: loss_fn(config, params, batch, key),
             tx=make_optimizer(config),
             augment=flips if config.data.random_flip else None,
-            compiler_options=xla_options.eigen_cpu_convolutions(),
+            compiler_options=xla_options.eigen_cpu_kernels(),
         )
 
     def report(self, results: dict) -> str:

@@ -9,7 +9,7 @@ import pytest
 
 from dpm_jax import train_state, xla_options
 
-OPTIONS = xla_options.eigen_cpu_convolutions()
+OPTIONS = xla_options.eigen_cpu_kernels()
 needs_options = pytest.mark.skipif(
     OPTIONS is None, reason="this jaxlib/backend has no YNNPACK convolution option"
 )
@@ -22,10 +22,10 @@ def _conv(x, w):
 
 
 def test_not_applied_off_cpu_or_when_xla_flags_choose(monkeypatch):
-    assert xla_options.eigen_cpu_convolutions("gpu") is None
-    assert xla_options.eigen_cpu_convolutions("tpu") is None
+    assert xla_options.eigen_cpu_kernels("gpu") is None
+    assert xla_options.eigen_cpu_kernels("tpu") is None
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=-reduce")
-    assert xla_options.eigen_cpu_convolutions("cpu") is None
+    assert xla_options.eigen_cpu_kernels("cpu") is None
 
 
 def test_unknown_option_values_are_refused_not_raised():
