@@ -92,23 +92,35 @@ def _unet(batch: int):
     return config, ddpm
 
 
+def unet_train_step(batch: int):
+    """``(config, loss, tx, params, step)``: the DDPM CIFAR-10 U-Net's loss ``(params,
+    batch, key)``, optimiser, parameters and jitted train step, compiled as
+    ``experiments.ddpm`` compiles it."""
+    import jax
+
+    from dpm_jax import train_state, xla_options
+
+    config, ddpm = _unet(batch)
+    loss = functools.partial(ddpm.loss_fn, config)
+    tx = ddpm.make_optimizer(config)
+    params = jax.jit(lambda k: ddpm.init_params(config, k))(jax.random.key(0))
+    step = train_state.make_train_step(
+        loss,
+        tx,
+        ema_decay=config.train.ema_decay,
+        compiler_options=xla_options.eigen_cpu_kernels(),
+    )
+    return config, loss, tx, params, step
+
+
 def worker_train(name: str, steps: int) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from dpm_jax import train_state, xla_options
+    from dpm_jax import train_state
 
-    if name == "unet":  # compiled as experiments.ddpm compiles it
-        config, ddpm = _unet(UNET_BATCH)
-        loss = functools.partial(ddpm.loss_fn, config)
-        tx = ddpm.make_optimizer(config)
-        params = jax.jit(lambda k: ddpm.init_params(config, k))(jax.random.key(0))
-        step = train_state.make_train_step(
-            loss,
-            tx,
-            ema_decay=config.train.ema_decay,
-            compiler_options=xla_options.eigen_cpu_kernels(),
-        )
+    if name == "unet":
+        config, _, tx, params, step = unet_train_step(UNET_BATCH)
     else:
         config, fns = _fns_2015(name)
         import image_speed

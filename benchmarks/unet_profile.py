@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from side_by_side import median_seconds  # noqa: E402
+from side_by_side import median_seconds, unet_train_step  # noqa: E402
 
 OUT = ROOT / "docs" / "runs" / "performance" / "unet_profile.json"
 BATCH = 32
@@ -53,17 +53,9 @@ def measure_jax(steps: int) -> dict:
     import jax.numpy as jnp
 
     from dpm_jax import train_state, xla_options
-    from experiments import config as cfg
-    from experiments import ddpm, ddpm_config
 
-    config = cfg.replace(ddpm_config.PRESETS["cifar10"], {"train.batch_size": BATCH})
-    options = xla_options.eigen_cpu_kernels()
-    loss = functools.partial(ddpm.loss_fn, config)
-    tx = ddpm.make_optimizer(config)
-    params = jax.jit(lambda k: ddpm.init_params(config, k))(jax.random.key(0))
-    step = train_state.make_train_step(
-        loss, tx, ema_decay=config.train.ema_decay, compiler_options=options
-    )
+    config, loss, tx, params, step = unet_train_step(BATCH)
+    options = xla_options.eigen_cpu_kernels()  # as unet_train_step compiles the step
     key_data = jnp.array(jax.random.key_data(jax.random.key(2)))
     batch = jax.random.randint(jax.random.key(1), (BATCH, *config.image_shape()), 0, 256).astype(
         jnp.uint8

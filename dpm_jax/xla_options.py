@@ -3,7 +3,7 @@
 Options set here apply to one jitted function only: no process-wide ``XLA_FLAGS``, no
 global state. :func:`eigen_cpu_kernels` is the one in use: on CPU it runs convolutions and
 dots on XLA's own (Eigen) kernels instead of YNNPACK, keeping YNNPACK's reductions, which
-made the DDPM CIFAR-10 U-Net's train step faster on a 2-core x86 CPU (0.72x to 0.80x of
+made the DDPM CIFAR-10 U-Net's train step faster on a 2-core x86 CPU (0.72x to 0.84x of
 the diffusers peer, ``docs/performance.md``); the 2015 models' chunked convolutions
 (``dpm_jax.models.conv``) are tuned for YNNPACK and keep the defaults.
 """
