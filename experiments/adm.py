@@ -32,6 +32,7 @@ from dpm_jax import (
     objectives,
     parameterisation,
     plotting,
+    prng,
     runner,
     schedules,
     sharding,
@@ -97,7 +98,7 @@ def model_fn(config: ADMConfig, params, y=None, low_res=None, dropout_key=None):
         raise ValueError("this model is an upsampler: pass low_res, the half-size images.")
     kwargs = {"y": y, "low_res": low_res}
     if dropout_key is not None:
-        kwargs.update(train=True, rngs={"dropout": dropout_key})
+        kwargs.update(train=True, rngs={"dropout": prng.bulk_key(dropout_key)})
 
     def fn(x_t, t):
         out = model.apply({"params": params}, x_t, t, **kwargs)

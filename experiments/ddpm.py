@@ -32,6 +32,7 @@ from dpm_jax import (
     optim,
     parameterisation,
     plotting,
+    prng,
     rate_distortion,
     rundir,
     runner,
@@ -88,7 +89,7 @@ def model_fn(config: DDPMConfig, params, dropout_key: jax.Array | None = None):
     if dropout_key is None:
         return lambda x_t, t: model.apply({"params": params}, x_t, t)
     return lambda x_t, t: model.apply(
-        {"params": params}, x_t, t, train=True, rngs={"dropout": dropout_key}
+        {"params": params}, x_t, t, train=True, rngs={"dropout": prng.bulk_key(dropout_key)}
     )
 
 
