@@ -34,6 +34,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dpm_jax.models.group_norm import GroupNorm
+
 NUM_GROUPS = 32  # GroupNorm groups (TF group_norm's default, used by the released code)
 
 
@@ -71,7 +73,7 @@ class ResnetBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, temb: jax.Array, train: bool) -> jax.Array:
-        h = nn.swish(nn.GroupNorm(NUM_GROUPS, name="norm1")(x))
+        h = GroupNorm(NUM_GROUPS, swish=True, name="norm1")(x)
         h = _conv(self.out_ch, name="conv1")(h)
         h = (
             h
@@ -79,7 +81,7 @@ class ResnetBlock(nn.Module):
                 :, None, None, :
             ]
         )
-        h = nn.swish(nn.GroupNorm(NUM_GROUPS, name="norm2")(h))
+        h = GroupNorm(NUM_GROUPS, swish=True, name="norm2")(h)
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
         h = _conv(self.out_ch, scale=0.0, name="conv2")(h)
         if x.shape[-1] != self.out_ch:
@@ -93,7 +95,7 @@ class AttnBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         c = x.shape[-1]
-        h = nn.GroupNorm(NUM_GROUPS, name="norm")(x)
+        h = GroupNorm(NUM_GROUPS, name="norm")(x)
         q, k, v = (nn.Dense(c, kernel_init=_init(), name=n)(h) for n in ("q", "k", "v"))
         n, height, width, _ = x.shape
         q, k, v = (a.reshape(n, height * width, c) for a in (q, k, v))
@@ -220,7 +222,7 @@ class UNet(nn.Module):
                 h = _conv(c, name=f"up_{level}_upsample")(h)
         assert not hs, "every skip connection is used once"
 
-        h = nn.swish(nn.GroupNorm(NUM_GROUPS, name="norm_out")(h))
+        h = GroupNorm(NUM_GROUPS, swish=True, name="norm_out")(h)
         out = cfg.out_channels or x.shape[-1]
         return _conv(out, scale=0.0, name="conv_out")(h)
 
