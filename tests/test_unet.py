@@ -144,3 +144,12 @@ def test_configs_that_cannot_be_built_get_clear_errors(cfg, shape, phrase):
         unet.check_config(cfg, shape)
     with pytest.raises(ValueError, match=phrase):
         unet.num_parameters(cfg, shape)
+
+
+def test_upsample_nearest_equals_jax_image_resize_and_its_gradient_sums_2x2_blocks():
+    x = jax.random.normal(jax.random.key(0), (2, 3, 5, 4))
+    y = unet.upsample_nearest(x)
+    np.testing.assert_array_equal(y, jax.image.resize(x, (2, 6, 10, 4), "nearest"))
+    g = jax.random.normal(jax.random.key(1), y.shape)
+    (dx,) = jax.vjp(unet.upsample_nearest, x)[1](g)
+    np.testing.assert_allclose(dx, g.reshape(2, 3, 2, 5, 2, 4).sum((2, 4)), rtol=1e-6)

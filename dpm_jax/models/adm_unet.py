@@ -28,7 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dpm_jax.models.unet import NUM_GROUPS, timestep_embedding
+from dpm_jax.models.unet import NUM_GROUPS, timestep_embedding, upsample_nearest
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,9 +86,8 @@ def _conv(features: int, kernel: int = 3, zero: bool = False, name: str | None =
 
 
 def _resample(x: jax.Array, direction: str) -> jax.Array:
-    n, h, w, c = x.shape
     if direction == "up":
-        return jax.image.resize(x, (n, 2 * h, 2 * w, c), "nearest")
+        return upsample_nearest(x)
     if direction == "down":
         return nn.avg_pool(x, (2, 2), strides=(2, 2))
     return x

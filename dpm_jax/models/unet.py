@@ -59,6 +59,14 @@ def timestep_embedding(t: jax.Array, dim: int) -> jax.Array:
     return jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=1)
 
 
+def upsample_nearest(x: jax.Array) -> jax.Array:
+    """(N, H, W, C) -> (N, 2H, 2W, C), each pixel repeated 2 x 2 (nearest neighbour, as
+    ``jax.image.resize(..., "nearest")`` at scale 2, whose gradient is a scatter-add: 20 vs
+    1.7 ms forward and backward for (32, 16, 16, 256) on this project's 2-core CPU)."""
+    n, h, w, c = x.shape
+    return jnp.broadcast_to(x[:, :, None, :, None], (n, h, 2, w, 2, c)).reshape(n, 2 * h, 2 * w, c)
+
+
 def _conv(features: int, scale: float = 1.0, strides: int = 1, name: str | None = None):
     return nn.Conv(
         features, (3, 3), strides=strides, padding="SAME", kernel_init=_init(scale), name=name
@@ -217,9 +225,7 @@ class UNet(nn.Module):
                 if h.shape[1] in cfg.attn_resolutions:
                     h = AttnBlock(name=f"up_{level}_attn_{block}")(h)
             if level != 0:
-                n, height, width_, c = h.shape
-                h = jax.image.resize(h, (n, 2 * height, 2 * width_, c), "nearest")
-                h = _conv(c, name=f"up_{level}_upsample")(h)
+                h = _conv(h.shape[-1], name=f"up_{level}_upsample")(upsample_nearest(h))
         assert not hs, "every skip connection is used once"
 
         h = GroupNorm(NUM_GROUPS, swish=True, name="norm_out")(h)
