@@ -28,6 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dpm_jax.models.group_norm import GroupNorm
 from dpm_jax.models.unet import NUM_GROUPS, timestep_embedding, upsample_nearest
 
 
@@ -104,17 +105,18 @@ class ResBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x, emb, train: bool):
-        h = nn.silu(nn.GroupNorm(NUM_GROUPS, name="in_norm")(x))
+        h = GroupNorm(NUM_GROUPS, swish=True, name="in_norm")(x)
         h = _conv(self.out_ch, name="in_conv")(_resample(h, self.resample))
         x = _resample(x, self.resample)
         e = nn.Dense(2 * self.out_ch if self.use_scale_shift_norm else self.out_ch, name="emb")(
             nn.silu(emb)
         )[:, None, None, :]
-        h = nn.GroupNorm(NUM_GROUPS, name="out_norm")(h if self.use_scale_shift_norm else h + e)
         if self.use_scale_shift_norm:
             scale, shift = jnp.split(e, 2, axis=-1)
-            h = h * (1.0 + scale) + shift
-        h = nn.Dropout(self.dropout, deterministic=not train)(nn.silu(h))
+            h = nn.silu(GroupNorm(NUM_GROUPS, name="out_norm")(h) * (1.0 + scale) + shift)
+        else:
+            h = GroupNorm(NUM_GROUPS, swish=True, name="out_norm")(h + e)
+        h = nn.Dropout(self.dropout, deterministic=not train)(h)
         h = _conv(self.out_ch, zero=True, name="out_conv")(h)
         if x.shape[-1] != self.out_ch:
             x = _conv(self.out_ch, kernel=1, name="skip")(x)
@@ -129,7 +131,7 @@ class AttentionBlock(nn.Module):
     @nn.compact
     def __call__(self, x):
         n, height, width, c = x.shape
-        qkv = nn.Dense(3 * c, name="qkv")(nn.GroupNorm(NUM_GROUPS, name="norm")(x))
+        qkv = nn.Dense(3 * c, name="qkv")(GroupNorm(NUM_GROUPS, name="norm")(x))
         qkv = qkv.reshape(n, height * width, 3, self.num_heads, c // self.num_heads)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (N, L, heads, d)
         scale = (c // self.num_heads) ** -0.5
@@ -241,7 +243,7 @@ class ADMUNet(nn.Module):
                     h = block(h, h.shape[-1], f"up_{level}_resample", "up")
                 else:
                     h = _conv(h.shape[-1], name=f"up_{level}_resample")(_resample(h, "up"))
-        h = nn.silu(nn.GroupNorm(NUM_GROUPS, name="out_norm")(h))
+        h = GroupNorm(NUM_GROUPS, swish=True, name="out_norm")(h)
         return _conv(out_channels, zero=True, name="conv_out")(h)
 
 
@@ -308,7 +310,7 @@ class NoisyClassifier(nn.Module):
         h = ResBlock(ch, cfg.dropout, cfg.use_scale_shift_norm, name="mid_0")(h, emb, train)
         h = AttentionBlock(num_heads(cfg, ch), name="mid_attn")(h)
         h = ResBlock(ch, cfg.dropout, cfg.use_scale_shift_norm, name="mid_1")(h, emb, train)
-        h = nn.silu(nn.GroupNorm(NUM_GROUPS, name="out_norm")(h))
+        h = GroupNorm(NUM_GROUPS, swish=True, name="out_norm")(h)
         return AttentionPool(num_heads(cfg, ch), self.num_classes, name="pool")(h)
 
 
