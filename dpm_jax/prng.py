@@ -3,10 +3,9 @@
 JAX's default threefry2x32 is lowered on CPU as a rolled loop of five passes over memory,
 so a dropout mask for a (32, 32, 32, 128) activation took 36.5 ms on this project's 2-core
 CPU, against 5.5 ms from philox4x32 (Philox-4x32-10, Salmon et al. 2011, "Parallel random
-numbers: as easy as 1, 2, 3"), which XLA fuses into one elementwise kernel. In the DDPM
-CIFAR-10 U-Net train step (22 dropout layers, batch 32) that was 9.30 s against 8.18 s
-(best of 4 alternated steps, ``benchmarks/side_by_side.py``'s step). Philox's 64-bit key
-is drawn from the given key, so the stream stays a pure function of it.
+numbers: as easy as 1, 2, 3"), which XLA fuses into one elementwise kernel (the DDPM
+CIFAR-10 U-Net draws 22 such masks per train step; ``docs/performance.md``). Philox's
+64-bit key is drawn from the given key, so the stream stays a pure function of it.
 """
 
 from __future__ import annotations
