@@ -11,6 +11,9 @@ In one process, batch 32, float32:
 * the diffusers peer (``torch_unet_peer.py``'s step) under ``torch.profiler``: the time in
   ``aten::mkldnn_convolution`` and ``aten::convolution_backward`` (including the 1x1
   shortcut convolutions, which dpm_jax runs as dense layers) and the rest of the step.
+* both: the minor page faults and the system CPU seconds of one step (``getrusage``;
+  medians), and for dpm_jax the size of the step's temporary buffer, which XLA:CPU maps
+  fresh for every call.
 Each side runs in its own subprocess (torch ran about 30 % slower beside a live XLA CPU
 client). Medians of ``--steps`` timed steps after a warm-up step.
 """
@@ -32,6 +35,23 @@ from side_by_side import median_seconds, unet_train_step  # noqa: E402
 
 OUT = ROOT / "docs" / "runs" / "performance" / "unet_profile.json"
 BATCH = 32
+
+
+def kernel_costs(fn, steps: int) -> dict:
+    """Median minor page faults and system CPU seconds of one call of ``fn`` (``getrusage``)."""
+    import resource
+
+    faults, system = [], []
+    for _ in range(steps):
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        fn()
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        faults.append(after.ru_minflt - before.ru_minflt)
+        system.append(after.ru_stime - before.ru_stime)
+    return {
+        "minor_page_faults_per_step": statistics.median(faults),
+        "system_cpu_s_per_step": statistics.median(system),
+    }
 
 
 def _conv_equations(jaxpr) -> list:
@@ -68,6 +88,8 @@ def measure_jax(steps: int) -> dict:
         jax.block_until_ready(metrics["loss"])
 
     step_s = median_seconds(one_step, steps)
+    costs = kernel_costs(one_step, steps)
+    temp = step.lower(box["state"], batch).compile().memory_analysis().temp_size_in_bytes
 
     def fwd_and_grads(params):
         def run(x, w, g):
@@ -101,6 +123,8 @@ def measure_jax(steps: int) -> dict:
         "rest_s": step_s - conv_s,
         "convolutions": len(convs),
         "compiler_options": options,
+        **costs,
+        "temp_buffer_mib": temp / 2**20,
     }
 
 
@@ -110,6 +134,7 @@ def measure_torch(steps: int) -> dict:
 
     _, _, train_step = make_train_step(BATCH)
     step_s = median_seconds(train_step, steps)
+    costs = kernel_costs(train_step, steps)
     conv_times = []
     for _ in range(steps):
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
@@ -129,6 +154,7 @@ def measure_torch(steps: int) -> dict:
         "rest_s": step_s - conv_s,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        **costs,
     }
 
 
@@ -153,7 +179,8 @@ def main(argv=None) -> None:
         r = report[side]
         print(
             f"{side:9s} step {r['step_s']:.2f} s = convolutions {r['convolutions_s']:.2f} s "
-            f"+ rest {r['rest_s']:.2f} s",
+            f"+ rest {r['rest_s']:.2f} s; per step {r['minor_page_faults_per_step']:,.0f} minor "
+            f"page faults, {r['system_cpu_s_per_step']:.2f} s system CPU",
             flush=True,
         )
     if args.write:

@@ -1,10 +1,10 @@
 """Keys for bulk random bits (dropout masks): Philox where threefry is slow.
 
 JAX's default threefry2x32 is lowered on CPU as a rolled loop of five passes over memory,
-so a dropout mask for a (32, 32, 32, 128) activation took 36.5 ms on this project's 2-core
-CPU, against 5.5 ms from philox4x32 (Philox-4x32-10, Salmon et al. 2011, "Parallel random
-numbers: as easy as 1, 2, 3"), which XLA fuses into one elementwise kernel (the DDPM
-CIFAR-10 U-Net draws 22 such masks per train step; ``docs/performance.md``). Philox's
+so a dropout mask for a (32, 32, 32, 128) activation took 29.4 ms on this project's 2-core
+CPU, against 5.3 ms from philox4x32 (Philox-4x32-10, Salmon et al. 2011, "Parallel random
+numbers: as easy as 1, 2, 3"), which XLA fuses into one elementwise kernel (``benchmarks/unet_parts.py``;
+the DDPM CIFAR-10 U-Net draws 22 such masks per train step). Philox's
 64-bit key is drawn from the given key, so the stream stays a pure function of it.
 """
 

@@ -61,8 +61,9 @@ def timestep_embedding(t: jax.Array, dim: int) -> jax.Array:
 
 def upsample_nearest(x: jax.Array) -> jax.Array:
     """(N, H, W, C) -> (N, 2H, 2W, C), each pixel repeated 2 x 2 (nearest neighbour, as
-    ``jax.image.resize(..., "nearest")`` at scale 2, whose gradient is a scatter-add: 20 vs
-    1.7 ms forward and backward for (32, 16, 16, 256) on this project's 2-core CPU)."""
+    ``jax.image.resize(..., "nearest")`` at scale 2, whose gradient is a scatter-add: 38.8 vs
+    10.6 ms forward and backward from (32, 16, 16, 256) on this project's 2-core CPU,
+    ``benchmarks/unet_parts.py``)."""
     n, h, w, c = x.shape
     return jnp.broadcast_to(x[:, :, None, :, None], (n, h, 2, w, 2, c)).reshape(n, 2 * h, 2 * w, c)
 
