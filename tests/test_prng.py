@@ -52,8 +52,8 @@ def test_ddpm_dropout_masks_come_from_the_bulk_key():
         PRESETS["small"],
         {"model.dropout": 0.5, "model.ch_mult": (1,), "model.attn_resolutions": ()},
     )
-    init = ddpm.init_params(config, jax.random.key(0))
-    leaves, tree = jax.tree.flatten(init)  # away from the near-zero init, so dropout shows
+    shapes = jax.eval_shape(lambda k: ddpm.init_params(config, k), jax.random.key(0))
+    leaves, tree = jax.tree.flatten(shapes)  # random, not the near-zero init: dropout shows
     keys = jax.random.split(jax.random.key(3), len(leaves))
     params = tree.unflatten(
         [0.3 * jax.random.normal(k, p.shape) for k, p in zip(keys, leaves, strict=True)]
