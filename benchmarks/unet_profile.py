@@ -82,14 +82,15 @@ def measure_jax(steps: int) -> dict:
     )
     convs = _conv_equations(jax.make_jaxpr(loss)(params, batch, jax.random.key(3)).jaxpr)
     box = {"state": train_state.create_train_state(params, tx, key_data)}
+    compiled = step.lower(box["state"], batch).compile()  # once: timed, and its buffer size
 
     def one_step():
-        box["state"], metrics = step(box["state"], batch)
+        box["state"], metrics = compiled(box["state"], batch)
         jax.block_until_ready(metrics["loss"])
 
     step_s = median_seconds(one_step, steps)
     costs = kernel_costs(one_step, steps)
-    temp = step.lower(box["state"], batch).compile().memory_analysis().temp_size_in_bytes
+    temp = compiled.memory_analysis().temp_size_in_bytes
 
     def fwd_and_grads(params):
         def run(x, w, g):

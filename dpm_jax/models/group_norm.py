@@ -32,14 +32,18 @@ import jax.numpy as jnp
 
 def _stats(x: jax.Array, groups: int, eps: float):
     """Per-(sample, group) mean and 1/sqrt(var + eps), each (N, G), from (N, C) sums."""
-    n, c = x.shape[0], x.shape[-1]
-    count = x.size // (n * groups)
+    count = x.size // (x.shape[0] * groups)
     s1 = jnp.sum(x, axis=tuple(range(1, x.ndim - 1)))
     s2 = jnp.sum(jnp.square(x), axis=tuple(range(1, x.ndim - 1)))
-    mean = s1.reshape(n, groups, c // groups).sum(-1) / count
-    mean2 = s2.reshape(n, groups, c // groups).sum(-1) / count
+    mean = _per_group(s1, groups) / count
+    mean2 = _per_group(s2, groups) / count
     var = jnp.maximum(mean2 - jnp.square(mean), 0.0)
     return mean, jax.lax.rsqrt(var + eps)
+
+
+def _per_group(a: jax.Array, groups: int) -> jax.Array:
+    """(N, C) -> (N, G): the sum over each group's channels."""
+    return a.reshape(a.shape[0], groups, -1).sum(-1)
 
 
 def _per_channel(a: jax.Array, c: int) -> jax.Array:
@@ -62,8 +66,7 @@ def group_norm(
 ) -> jax.Array:
     """GroupNorm of x (N, ..., C) over ``groups`` channel groups, then swish if ``swish``;
     scale, bias (C,). Same shape as x."""
-    y = _affine(x, scale, bias, *_stats(x, groups, eps))
-    return jax.nn.swish(y) if swish else y
+    return _fwd(x, scale, bias, groups, eps, swish)[0]
 
 
 def _fwd(x, scale, bias, groups, eps, swish):
@@ -87,8 +90,8 @@ def _bwd(groups, eps, swish, res, g):
     mean_c, rstd_c = _per_channel(mean, c), _per_channel(rstd, c)
     s2_centred = s2 - mean_c * s1  # sum_hw dy (x - mu), (N, C)
     count = x.size // (n * groups)
-    m1 = (scale * s1).reshape(n, groups, -1).sum(-1) / count  # mean_g(scale dy)
-    m2 = rstd * (scale * s2_centred).reshape(n, groups, -1).sum(-1) / count
+    m1 = _per_group(scale * s1, groups) / count  # mean_g(scale dy)
+    m2 = rstd * _per_group(scale * s2_centred, groups) / count
     # dx = r scale dy - r m1 - r xhat m2 = a dy + k1 x + k0 (per sample and channel)
     a = scale * rstd_c
     k1 = -_per_channel(rstd * rstd * m2, c)
