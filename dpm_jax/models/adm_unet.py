@@ -28,6 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dpm_jax.models.conv2d import Conv
 from dpm_jax.models.group_norm import GroupNorm
 from dpm_jax.models.unet import NUM_GROUPS, timestep_embedding, upsample_nearest
 
@@ -83,7 +84,7 @@ IMAGENET128 = ADMConfig(
 
 def _conv(features: int, kernel: int = 3, zero: bool = False, name: str | None = None):
     init = nn.initializers.zeros if zero else nn.initializers.lecun_normal()
-    return nn.Conv(features, (kernel, kernel), padding="SAME", kernel_init=init, name=name)
+    return Conv(features, (kernel, kernel), kernel_init=init, name=name)
 
 
 def _resample(x: jax.Array, direction: str) -> jax.Array:
@@ -225,7 +226,7 @@ class ADMUNet(nn.Module):
                 if cfg.resblock_updown:
                     hs.append(block(hs[-1], ch, f"down_{level}_resample", "down"))
                 else:
-                    hs.append(nn.Conv(ch, (3, 3), strides=2, name=f"down_{level}_resample")(hs[-1]))
+                    hs.append(Conv(ch, strides=2, name=f"down_{level}_resample")(hs[-1]))
         h = hs[-1]
         ch = h.shape[-1]
         h = block(h, ch, "mid_0")

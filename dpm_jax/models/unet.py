@@ -34,6 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dpm_jax.models.conv2d import Conv
 from dpm_jax.models.group_norm import GroupNorm
 
 NUM_GROUPS = 32  # GroupNorm groups (TF group_norm's default, used by the released code)
@@ -69,9 +70,7 @@ def upsample_nearest(x: jax.Array) -> jax.Array:
 
 
 def _conv(features: int, scale: float = 1.0, strides: int = 1, name: str | None = None):
-    return nn.Conv(
-        features, (3, 3), strides=strides, padding="SAME", kernel_init=_init(scale), name=name
-    )
+    return Conv(features, strides=strides, kernel_init=_init(scale), name=name)
 
 
 class ResnetBlock(nn.Module):

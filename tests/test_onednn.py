@@ -1,0 +1,132 @@
+"""dpm_jax.onednn.conv2d against XLA's convolution; models.conv2d.Conv against flax's nn.Conv."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dpm_jax import onednn
+from dpm_jax.models.conv2d import Conv
+
+needs_onednn = pytest.mark.skipif(not onednn.available(), reason=onednn.status())
+DIMS = ("NHWC", "HWIO", "NHWC")
+
+
+def reference(x, w, strides=(1, 1), padding="SAME"):
+    return jax.lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=DIMS)
+
+
+def inputs(n, h, w, c, o, k, seed=0):
+    kx, kw, kc = jax.random.split(jax.random.key(seed), 3)
+    x = jax.random.normal(kx, (n, h, w, c)) + 0.5
+    kernel = jax.random.normal(kw, (k, k, c, o)) / np.sqrt(k * k * c)
+    return x, kernel, kc
+
+
+def close(a, b, tol=1e-5):
+    scale = float(jnp.max(jnp.abs(b)))
+    assert scale > 0
+    np.testing.assert_allclose(np.asarray(a) / scale, np.asarray(b) / scale, atol=tol, rtol=0)
+
+
+# The U-Nets' convolutions, small: 3 -> C input convolution, 3x3 at stride 1 and 2 (even and
+# odd sizes), ADM's 1x1 skip, a non-square image, one image.
+CASES = [
+    (2, 8, 8, 3, 16, 3, 1),
+    (2, 8, 8, 16, 16, 3, 2),
+    (2, 7, 9, 8, 4, 3, 2),
+    (2, 8, 8, 8, 12, 1, 1),
+    (1, 4, 6, 32, 32, 3, 1),
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_conv2d_equals_xla_in_value_and_gradients(case):
+    n, h, w, c, o, k, s = case
+    x, kernel, key = inputs(*case[:6])
+    probe = jax.random.normal(key, reference(x, kernel, (s, s)).shape)
+
+    def loss(conv):
+        return lambda x, w: jnp.sum(jnp.tanh(conv(x, w, (s, s))) * probe)
+
+    close(jax.jit(onednn.conv2d, static_argnums=2)(x, kernel, (s, s)), reference(x, kernel, (s, s)))
+    ours = jax.jit(jax.grad(loss(onednn.conv2d), (0, 1)))(x, kernel)
+    for a, b in zip(ours, jax.grad(loss(reference), (0, 1))(x, kernel), strict=True):
+        close(a, b)
+
+
+def test_explicit_and_valid_padding():
+    x, kernel, _ = inputs(2, 9, 8, 4, 6, 3)
+    for padding in ("VALID", ((2, 0), (1, 3))):
+        for s in (1, 2):
+            close(onednn.conv2d(x, kernel, (s, s), padding), reference(x, kernel, (s, s), padding))
+
+
+def test_forward_mode_vmap_and_second_order():
+    """jvp and vmap-of-jvp (the ODE likelihood's exact divergence), a Hessian-vector product
+    and per-example kernels (a mapped kernel) against XLA."""
+    x, kernel, key = inputs(2, 6, 6, 4, 5, 3)
+    tx, tw = jax.random.normal(key, x.shape), jax.random.normal(key, kernel.shape)
+    ours = jax.jvp(onednn.conv2d, (x, kernel), (tx, tw))
+    theirs = jax.jvp(reference, (x, kernel), (tx, tw))
+    close(ours[1], theirs[1])
+    _, lin = jax.linearize(lambda x: jnp.sin(onednn.conv2d(x, kernel)), x)
+    _, lin_ref = jax.linearize(lambda x: jnp.sin(reference(x, kernel)), x)
+    probes = jax.random.normal(key, (3, *x.shape))
+    close(jax.jit(jax.vmap(lin))(probes), jax.vmap(lin_ref)(probes))
+
+    def hvp(conv):
+        f = lambda w: jnp.sum(jnp.sin(conv(x, w, (2, 2))))  # noqa: E731
+        return jax.jvp(jax.grad(f), (kernel,), (tw,))[1]
+
+    close(jax.jit(lambda: hvp(onednn.conv2d))(), hvp(reference))
+    kernels = jnp.stack([kernel, 2 * kernel])
+    per_example = jax.vmap(lambda x, w: onednn.conv2d(x[None], w)[0])(x, kernels)
+    close(per_example, jax.vmap(lambda x, w: reference(x[None], w)[0])(x, kernels))
+    grads = jax.vmap(jax.grad(lambda w, x: jnp.sum(onednn.conv2d(x[None], w) ** 2)))(kernels, x)
+    close(grads, jax.vmap(jax.grad(lambda w, x: jnp.sum(reference(x[None], w) ** 2)))(kernels, x))
+
+
+@needs_onednn
+def test_cpu_lowering_calls_onednn_for_float32_only():
+    x, kernel, _ = inputs(2, 8, 8, 4, 4, 3)
+    step = jax.jit(jax.grad(lambda x, w: jnp.sum(onednn.conv2d(x, w) ** 2), (0, 1)))
+    text = step.lower(x, kernel).as_text()
+    for target in ("DpmConvForward", "DpmConvBackwardData", "DpmConvBackwardWeights"):
+        assert target in text
+    low = jax.jit(onednn.conv2d).lower(x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16))
+    assert "DpmConv" not in low.as_text()
+    close(
+        onednn.conv2d(x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16)).astype(jnp.float32),
+        reference(x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16)).astype(jnp.float32),
+        tol=1e-2,
+    )
+
+
+def test_conv_module_is_flax_conv():
+    """Same parameter tree and initial values as nn.Conv from the same key; same outputs."""
+    x, _, _ = inputs(2, 8, 8, 6, 1, 1)
+    init = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform")
+    for strides in (1, 2):
+        ours = Conv(10, strides=strides, kernel_init=init)
+        flax_conv = nn.Conv(10, (3, 3), strides=strides, padding="SAME", kernel_init=init)
+        params = ours.init(jax.random.key(3), x)
+        flax_params = flax_conv.init(jax.random.key(3), x)
+        assert jax.tree.structure(params) == jax.tree.structure(flax_params)
+        for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(flax_params), strict=True):
+            np.testing.assert_array_equal(a, b)
+        params = jax.tree.map(lambda p: p + 0.1, params)  # a non-zero bias
+        close(jax.jit(ours.apply)(params, x), flax_conv.apply(params, x))
+
+
+def test_bad_shapes_say_what_is_wrong():
+    x, kernel, _ = inputs(1, 4, 4, 3, 2, 3)
+    with pytest.raises(ValueError, match="same C"):
+        onednn.conv2d(x, jnp.ones((3, 3, 4, 2)))
+    with pytest.raises(ValueError, match=r"x \(N, H, W, C\)"):
+        onednn.conv2d(x[0], kernel)
+
+
+def test_status_names_the_kernels_in_use():
+    assert onednn.status() == "oneDNN" or onednn.status().startswith("XLA (")
