@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dpm_jax import onednn
-from dpm_jax.models.conv2d import Conv
+from dpm_jax.models.conv2d import Conv, PixelDense
 
 needs_onednn = pytest.mark.skipif(not onednn.available(), reason=onednn.status())
 DIMS = ("NHWC", "HWIO", "NHWC")
@@ -104,13 +104,19 @@ def test_cpu_lowering_calls_onednn_for_float32_only():
     )
 
 
-def test_conv_module_is_flax_conv():
-    """Same parameter tree and initial values as nn.Conv from the same key; same outputs."""
+def test_modules_are_flax_conv_and_dense():
+    """Conv and PixelDense: the parameter trees and initial values of nn.Conv and nn.Dense
+    from the same key, and their outputs (PixelDense on images and on vectors)."""
     x, _, _ = inputs(2, 8, 8, 6, 1, 1)
     init = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform")
-    for strides in (1, 2):
-        ours = Conv(10, strides=strides, kernel_init=init)
-        flax_conv = nn.Conv(10, (3, 3), strides=strides, padding="SAME", kernel_init=init)
+    pairs = [
+        (Conv(10, strides=s, kernel_init=init), nn.Conv(10, (3, 3), s, kernel_init=init), x)
+        for s in (1, 2)
+    ]
+    pairs += [
+        (PixelDense(7, kernel_init=init), nn.Dense(7, kernel_init=init), a) for a in (x, x[:, 0, 0])
+    ]
+    for ours, flax_conv, x in pairs:
         params = ours.init(jax.random.key(3), x)
         flax_params = flax_conv.init(jax.random.key(3), x)
         assert jax.tree.structure(params) == jax.tree.structure(flax_params)

@@ -32,3 +32,22 @@ class Conv(nn.Module):
         bias = self.param("bias", self.bias_init, (self.features,))
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias)
         return onednn.conv2d(x, kernel, (self.strides, self.strides), "SAME") + bias
+
+
+class PixelDense(nn.Module):
+    """flax's ``nn.Dense`` over the channels of (N, H, W, C) images, as a 1x1 convolution on
+    :func:`dpm_jax.onednn.conv2d` (whose gradients need no transposes on XLA:CPU); other
+    ranks take ``x @ kernel``. Same parameters as ``nn.Dense``: kernel (C, features), bias."""
+
+    features: int
+    kernel_init: Callable = nn.linear.default_kernel_init
+    bias_init: Callable = nn.initializers.zeros_init()
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
+        bias = self.param("bias", self.bias_init, (self.features,))
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias)
+        if x.ndim != 4:
+            return x @ kernel + bias
+        return onednn.conv2d(x, kernel[None, None], (1, 1), "VALID") + bias

@@ -34,7 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dpm_jax.models.conv2d import Conv
+from dpm_jax.models.conv2d import Conv, PixelDense
 from dpm_jax.models.group_norm import GroupNorm
 
 NUM_GROUPS = 32  # GroupNorm groups (TF group_norm's default, used by the released code)
@@ -93,7 +93,7 @@ class ResnetBlock(nn.Module):
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
         h = _conv(self.out_ch, scale=0.0, name="conv2")(h)
         if x.shape[-1] != self.out_ch:
-            x = nn.Dense(self.out_ch, kernel_init=_init(), name="nin_shortcut")(x)
+            x = PixelDense(self.out_ch, kernel_init=_init(), name="nin_shortcut")(x)
         return x + h
 
 
@@ -104,12 +104,12 @@ class AttnBlock(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         c = x.shape[-1]
         h = GroupNorm(NUM_GROUPS, name="norm")(x)
-        q, k, v = (nn.Dense(c, kernel_init=_init(), name=n)(h) for n in ("q", "k", "v"))
+        q, k, v = (PixelDense(c, kernel_init=_init(), name=n)(h) for n in ("q", "k", "v"))
         n, height, width, _ = x.shape
         q, k, v = (a.reshape(n, height * width, c) for a in (q, k, v))
         w = jax.nn.softmax(jnp.einsum("nic,njc->nij", q, k) * c**-0.5, axis=-1)
         h = jnp.einsum("nij,njc->nic", w, v).reshape(n, height, width, c)
-        return x + nn.Dense(c, kernel_init=_init(0.0), name="proj_out")(h)
+        return x + PixelDense(c, kernel_init=_init(0.0), name="proj_out")(h)
 
 
 @dataclasses.dataclass(frozen=True)
