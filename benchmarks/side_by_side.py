@@ -21,7 +21,8 @@ against one network evaluation of the same batch (a shortened chain, the per-ste
 not depend on T); peak RSS of each; and the machine's peak (a 4096^2 float32 matmul).
 Train FLOP/s: for the 2015 model 2 FLOPs per multiply-add of its convolutions and matmuls,
 times 3 for forward and backward (``image_speed.analytic_train_flops``); for the U-Net
-XLA's cost analysis of the whole compiled step (elementwise work, Adam and EMA included).
+XLA's cost analysis of the whole compiled step (elementwise work, Adam and EMA included)
+plus ``dpm_jax.onednn.flops`` of its oneDNN convolutions, which that analysis cannot see.
 
 ``--write`` saves ``docs/runs/performance/side_by_side.json`` and rewrites the block of
 ``docs/performance.md`` between the ``side-by-side`` markers (:func:`render`).
@@ -138,10 +139,14 @@ def worker_train(name: str, steps: int) -> dict:
     start = time.perf_counter()
     compiled = step.lower(state, batch).compile()
     compile_s = time.perf_counter() - start
-    if name == "unet":  # no loops: XLA's cost analysis counts every FLOP
+    if name == "unet":  # no loops: XLA's cost analysis counts every FLOP but oneDNN's
         import image_speed
 
+        from dpm_jax import onednn
+
         flops = image_speed.flops_of(compiled)
+        if onednn.available():
+            flops += onednn.flops(jax.make_jaxpr(step)(state, batch))
     else:
         flops = image_speed.analytic_train_flops(config)
     box = {"state": state}

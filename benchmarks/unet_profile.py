@@ -5,12 +5,13 @@
 
 In one process, batch 32, float32:
 * dpm_jax: the train step as ``experiments.ddpm`` compiles it, and its convolutions alone:
-  every ``conv_general_dilated`` of the step's forward pass (read from its jaxpr) with its
-  shapes, forward and both gradients, one after another, compiled with the same options.
+  every convolution of the step's forward pass (``dpm_jax.onednn.conv2d``'s, 3x3 and 1x1,
+  read from its jaxpr) with its shapes, forward and both gradients, one after another,
+  compiled with the same options.
   "Rest" is the step's time minus that: an estimate, since XLA may overlap operations.
 * the diffusers peer (``torch_unet_peer.py``'s step) under ``torch.profiler``: the time in
   ``aten::mkldnn_convolution`` and ``aten::convolution_backward`` (including the 1x1
-  shortcut convolutions, which dpm_jax runs as dense layers) and the rest of the step.
+  shortcut convolutions) and the rest of the step.
 * both: the minor page faults and the system CPU seconds of one step (``getrusage``;
   medians), and for dpm_jax the size of the step's temporary buffer, which XLA:CPU maps
   fresh for every call.
@@ -55,13 +56,16 @@ def kernel_costs(fn, steps: int) -> dict:
 
 
 def _conv_equations(jaxpr) -> list:
-    """Every conv_general_dilated equation of a (closed) jaxpr, sub-jaxprs included."""
+    """Every convolution equation (``conv_general_dilated`` or ``dpm_jax.onednn``'s) of a
+    (closed) jaxpr, sub-jaxprs included."""
     import jax
     from jax.extend.core import jaxprs_in_params
 
+    from dpm_jax import onednn
+
     found = []
     for eqn in jaxpr.eqns:
-        if eqn.primitive is jax.lax.conv_general_dilated_p:
+        if eqn.primitive in (jax.lax.conv_general_dilated_p, onednn.conv_p):
             found.append(eqn)
         for sub in jaxprs_in_params(eqn.params):
             found.extend(_conv_equations(sub))
@@ -92,9 +96,9 @@ def measure_jax(steps: int) -> dict:
     costs = kernel_costs(one_step, steps)
     temp = compiled.memory_analysis().temp_size_in_bytes
 
-    def fwd_and_grads(params):
+    def fwd_and_grads(primitive, params):
         def run(x, w, g):
-            y, vjp = jax.vjp(functools.partial(jax.lax.conv_general_dilated_p.bind, **params), x, w)
+            y, vjp = jax.vjp(functools.partial(primitive.bind, **params), x, w)
             return (y, *vjp(g))  # y too, or XLA drops the forward convolution
 
         return jax.jit(run, compiler_options=options)
@@ -104,7 +108,7 @@ def measure_jax(steps: int) -> dict:
     keys = iter(jax.random.split(jax.random.key(4), 3 * len(convs)))
     calls = [
         (
-            fwd_and_grads(eqn.params),
+            fwd_and_grads(eqn.primitive, eqn.params),
             [
                 jax.random.normal(next(keys), v.aval.shape, v.aval.dtype)
                 for v in (*eqn.invars, eqn.outvars[0])
