@@ -146,7 +146,7 @@ def worker_train(name: str, steps: int) -> dict:
 
         flops = image_speed.flops_of(compiled)
         if onednn.available():
-            flops += onednn.flops(jax.make_jaxpr(step)(state, batch))
+            flops += onednn.flops(step.trace(state, batch).jaxpr)
     else:
         flops = image_speed.analytic_train_flops(config)
     box = {"state": state}
