@@ -357,7 +357,7 @@ def measure(models: list[str], rounds: int) -> dict:
             ["--worker", "sample", "--model", name, "--count", str(count), "--chain", str(chain)]
         )
         report["models"][name] = entry
-        print(f"{name}: ratio {entry['ratio']:.2f}", flush=True)
+        print(f"{name}: ratio {entry['ratio']:.3f}", flush=True)
     return report
 
 
@@ -388,7 +388,7 @@ def render(report: dict) -> str:
         t, p = e["train"], e["peer"]
         lines.append(
             f"| {LABELS[name]} | {t['batch']} | {t['images_per_s']:,.1f} | {PEERS[name]} | "
-            f"{peer_images_per_s(p):,.1f} | **{e['ratio']:.2f}x** | {e['peak_fraction']:.0%} | "
+            f"{peer_images_per_s(p):,.1f} | **{e['ratio']:.3f}x** | {e['peak_fraction']:.0%} | "
             f"{t['peak_rss_mib']:,.0f} MiB | {p['peak_rss_mib']:,.0f} MiB |"
         )
     lines += [

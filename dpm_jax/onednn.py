@@ -27,6 +27,7 @@ import ctypes
 import functools
 import hashlib
 import logging
+import math
 import os
 import shutil
 import subprocess
@@ -271,19 +272,32 @@ def conv2d(x: jax.Array, w: jax.Array, strides=(1, 1), padding="SAME") -> jax.Ar
     return conv_p.bind(x, w, strides=strides, padding=padding)
 
 
+def _taps(size: int, out: int, window: int, stride: int, low: int) -> int:
+    """(output position, tap) pairs along one axis whose input lies inside, not in padding."""
+    return sum(0 <= o * stride + k - low < size for o in range(out) for k in range(window))
+
+
 def flops(jaxpr) -> float:
     """FLOPs of the :func:`conv2d` passes in a (closed) jaxpr, sub-jaxprs included: 2 per
-    multiply-add, 2 N OH OW KH KW C O for each pass (every tap, padding included). For throughput figures: XLA's cost
-    analysis does not count the work inside oneDNN's custom calls."""
+    multiply-add of each pass, taps on the padding not counted (as XLA's cost analysis counts
+    a convolution). For throughput figures: that analysis does not see oneDNN's custom calls."""
     from jax.extend.core import jaxprs_in_params
 
     total = 0.0
     for eqn in getattr(jaxpr, "jaxpr", jaxpr).eqns:
         if eqn.primitive in _REFS:
-            # the convolution's output: conv's result, data's first and weights' second operand
-            output = {conv_p: eqn.outvars[0], data_p: eqn.invars[0], weights_p: eqn.invars[1]}
-            kernel = eqn.params.get("w_shape") or eqn.invars[1].aval.shape
-            total += 2.0 * np.prod(output[eqn.primitive].aval.shape) * np.prod(kernel[:3])
+            # the convolution's operands: (input, kernel, output) shapes of each pass
+            shapes = [v.aval.shape for v in (*eqn.invars, *eqn.outvars)]
+            x, w, y = {
+                conv_p: (shapes[0], shapes[1], shapes[2]),
+                data_p: (shapes[2], shapes[1], shapes[0]),
+                weights_p: (shapes[0], shapes[2], shapes[1]),
+            }[eqn.primitive]
+            strides, padding = eqn.params["strides"], eqn.params["padding"]
+            pairs = math.prod(
+                _taps(x[1 + i], y[1 + i], w[i], strides[i], padding[i][0]) for i in range(2)
+            )
+            total += 2.0 * x[0] * pairs * x[3] * y[3]
         for sub in jaxprs_in_params(eqn.params):
             total += flops(sub)
     return total

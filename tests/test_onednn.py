@@ -138,20 +138,22 @@ def test_status_names_the_kernels_in_use():
     assert onednn.status() == "oneDNN" or onednn.status().startswith("XLA (")
 
 
-def test_flops_count_every_pass_as_xla_counts_an_unpadded_convolution():
-    """Forward, data and weight gradient of a VALID convolution (no padding, where XLA's cost
-    analysis counts every multiply-add) against XLA's count of the same three passes."""
+@pytest.mark.parametrize("padding, stride", [("VALID", 1), ("SAME", 1), ("SAME", 2)])
+def test_flops_count_every_pass_as_xla_counts_it(padding, stride):
+    """Forward, data and weight gradient against XLA's cost analysis of the same three passes
+    of lax.conv_general_dilated (taps on the padding not counted); VALID by hand too."""
     x, kernel, _ = inputs(2, 8, 8, 4, 6, 3)
+    s = (stride, stride)
 
     def passes(conv):
         def run(x, w):
-            y, vjp = jax.vjp(conv, x, w)
+            y, vjp = jax.vjp(lambda x, w: conv(x, w, s, padding), x, w)
             return (y, *vjp(jnp.ones_like(y)))
 
         return run
 
-    ours = onednn.flops(
-        jax.make_jaxpr(passes(lambda x, w: onednn.conv2d(x, w, (1, 1), "VALID")))(x, kernel)
-    )
-    xla = jax.jit(passes(lambda x, w: reference(x, w, (1, 1), "VALID"))).lower(x, kernel).compile()
-    assert ours == xla.cost_analysis()["flops"] == 3 * 2 * (2 * 6 * 6 * 6) * (3 * 3 * 4)
+    ours = onednn.flops(jax.make_jaxpr(passes(onednn.conv2d))(x, kernel))
+    xla = jax.jit(passes(reference)).lower(x, kernel).compile().cost_analysis()["flops"]
+    assert ours == xla
+    if padding == "VALID":
+        assert ours == 3 * 2 * (2 * 6 * 6 * 6) * (3 * 3 * 4)
