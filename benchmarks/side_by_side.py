@@ -145,7 +145,7 @@ def worker_train(name: str, steps: int) -> dict:
         from dpm_jax import onednn
 
         flops = image_speed.flops_of(compiled)
-        if onednn.available():
+        if onednn.available() and jax.default_backend() == "cpu":  # lowered to oneDNN
             flops += onednn.flops(step.trace(state, batch).jaxpr)
     else:
         flops = image_speed.analytic_train_flops(config)

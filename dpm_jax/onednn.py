@@ -13,7 +13,11 @@ The three passes are primitives of one trilinear form, B(x, w, y) = <conv(x, w),
 ``conv(x, w) = dB/dy``, ``data(y, w) = dB/dx`` and ``weights(x, y) = dB/dw``. Each is bilinear
 and the transpose of each is another of the three, so ``jax.grad``, ``jax.jvp`` /
 ``jax.linearize`` (the probability-flow ODE's divergence) and their compositions all stay on
-oneDNN; ``jax.vmap`` folds a mapped axis into the batch when the kernel is not mapped.
+oneDNN. ``jax.vmap`` folds a mapped axis into the batch when the kernel is not mapped; a
+mapped kernel, and a mapped weight gradient (per-example gradients), run on XLA's
+convolutions. On several CPU devices the custom calls have no partitioning rule, so XLA
+gathers a sharded batch and every device computes the whole convolution: right, not fast
+(GPU and TPU never call oneDNN).
 
 oneDNN comes from the ``onednn`` extra (``pip install -e ".[onednn]"``: the wheels of its
 OpenMP build and its headers); the handler is compiled with ``$CXX`` (default ``g++``) into
@@ -60,9 +64,8 @@ def _cache_dir() -> Path:
 def _build(include: Path, lib: Path, compiler: str) -> Path:
     """Compile the handler (once per source, oneDNN, jaxlib and compiler) and return its path."""
     version = (include / "oneapi" / "dnnl" / "dnnl_version.h").read_bytes()
-    digest = hashlib.sha256(
-        _SOURCE.read_bytes() + version + jax.__version__.encode() + compiler.encode()
-    ).hexdigest()[:16]
+    where = "|".join([jax.__version__, jax.ffi.include_dir(), str(include), str(lib), compiler])
+    digest = hashlib.sha256(_SOURCE.read_bytes() + version + where.encode()).hexdigest()[:16]
     target = _cache_dir() / f"onednn_conv-{digest}.so"
     if target.exists():
         return target
@@ -258,7 +261,8 @@ def conv2d(x: jax.Array, w: jax.Array, strides=(1, 1), padding="SAME") -> jax.Ar
     "NHWC"))``, on oneDNN where lowered for CPU (see the module docstring).
 
     x: (N, H, W, C); w: (KH, KW, C, O); strides: two ints; padding: "SAME", "VALID" or
-    ((top, bottom), (left, right)). Returns (N, OH, OW, O) in the dtype of x and w.
+    ((top, bottom), (left, right)). Returns (N, OH, OW, O) in the dtype of x and w. Other
+    dtypes than float32, and negative padding, take ``lax.conv_general_dilated`` itself.
     """
     if x.ndim != 4 or w.ndim != 4 or x.shape[3] != w.shape[2]:
         raise ValueError(
@@ -267,8 +271,8 @@ def conv2d(x: jax.Array, w: jax.Array, strides=(1, 1), padding="SAME") -> jax.Ar
         )
     strides = tuple(int(s) for s in strides)
     padding = _explicit_padding(padding, x.shape[1:3], w.shape[:2], strides)
-    if x.dtype != jnp.float32 or w.dtype != jnp.float32:
-        return _conv_ref(x, w, strides=strides, padding=padding)
+    if x.dtype != jnp.float32 or w.dtype != jnp.float32 or min(min(p) for p in padding) < 0:
+        return _conv_ref(x, w, strides=strides, padding=padding)  # negative padding crops
     return conv_p.bind(x, w, strides=strides, padding=padding)
 
 
@@ -278,7 +282,8 @@ def _taps(size: int, out: int, window: int, stride: int, low: int) -> int:
 
 
 def flops(jaxpr) -> float:
-    """FLOPs of the :func:`conv2d` passes in a (closed) jaxpr, sub-jaxprs included: 2 per
+    """FLOPs of the :func:`conv2d` passes in a (closed) jaxpr, sub-jaxprs included (a loop's
+    body once, as XLA's cost analysis counts it): 2 per
     multiply-add of each pass, taps on the padding not counted (as XLA's cost analysis counts
     a convolution). For throughput figures: that analysis does not see oneDNN's custom calls."""
     from jax.extend.core import jaxprs_in_params

@@ -34,6 +34,7 @@ struct Plan {
   dnnl::primitive prim;
   dnnl::memory::desc weights_md;  // the primitive's (maybe blocked) weights layout
   dnnl::memory::desc scratch_md;
+  dnnl::memory::desc reorder_scratch_md;
   bool reorder_weights;
   dnnl::reorder reorder;  // user HWIO <-> primitive layout
 };
@@ -48,6 +49,15 @@ struct Geometry {
   dnnl::memory::dims src, wei, dst, strides, pad_l, pad_r;
 };
 
+// Every primitive: float32 arithmetic whatever ONEDNN_DEFAULT_FPMATH_MODE says, and a
+// scratchpad passed in per call (safe to run one primitive from several threads at once).
+dnnl::primitive_attr Attr() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  attr.set_fpmath_mode(dnnl::fpmath_mode::strict);
+  return attr;
+}
+
 Geometry Geo(const Key& k) {
   // src NCHW dims, weights OIHW dims, dst NCHW dims (oneDNN's logical order)
   return {{k[1], k[4], k[2], k[3]}, {k[7], k[4], k[5], k[6]}, {k[1], k[7], k[8], k[9]},
@@ -57,8 +67,7 @@ Geometry Geo(const Key& k) {
 dnnl::convolution_forward::primitive_desc FwdPd(const Geometry& g, tag wtag) {
   dnnl::memory::desc src(g.src, dt::f32, tag::nhwc), dst(g.dst, dt::f32, tag::nhwc),
       wei(g.wei, dt::f32, wtag);
-  dnnl::primitive_attr attr;
-  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  dnnl::primitive_attr attr = Attr();
   return dnnl::convolution_forward::primitive_desc(
       Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src, wei,
       dst, g.strides, g.pad_l, g.pad_r, attr);
@@ -68,8 +77,7 @@ std::shared_ptr<Plan> MakePlan(const Key& k) {
   Geometry g = Geo(k);
   auto plan = std::make_shared<Plan>();
   dnnl::memory::desc user_w(g.wei, dt::f32, tag::hwio);
-  dnnl::primitive_attr attr;
-  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  dnnl::primitive_attr attr = Attr();
   auto fwd = FwdPd(g, tag::any);
   if (k[0] == 0) {
     plan->prim = dnnl::convolution_forward(fwd);
@@ -96,12 +104,13 @@ std::shared_ptr<Plan> MakePlan(const Key& k) {
   }
   plan->reorder_weights = plan->weights_md != user_w;
   if (plan->reorder_weights) {
-    if (k[0] == 2)
-      plan->reorder = dnnl::reorder(dnnl::reorder::primitive_desc(Engine(), plan->weights_md,
-                                                                   Engine(), user_w));
-    else
-      plan->reorder = dnnl::reorder(dnnl::reorder::primitive_desc(Engine(), user_w, Engine(),
-                                                                   plan->weights_md));
+    dnnl::primitive_attr reorder_attr = Attr();
+    auto pd = k[0] == 2 ? dnnl::reorder::primitive_desc(Engine(), plan->weights_md, Engine(),
+                                                        user_w, reorder_attr)
+                        : dnnl::reorder::primitive_desc(Engine(), user_w, Engine(),
+                                                        plan->weights_md, reorder_attr);
+    plan->reorder = dnnl::reorder(pd);
+    plan->reorder_scratch_md = pd.scratchpad_desc();
   }
   return plan;
 }
@@ -131,20 +140,27 @@ ffi::Error Run(const Key& k, float* x, float* w, float* y) {
     dnnl::memory ym({g.dst, dt::f32, tag::nhwc}, Engine(), y);
     dnnl::memory wm({g.wei, dt::f32, tag::hwio}, Engine(), w);
     dnnl::memory scratch(plan->scratch_md, Engine());
-    dnnl::memory pw = wm;
-    if (plan->reorder_weights) pw = dnnl::memory(plan->weights_md, Engine());
+    dnnl::memory pw = wm, reorder_scratch;
+    if (plan->reorder_weights) {
+      pw = dnnl::memory(plan->weights_md, Engine());
+      reorder_scratch = dnnl::memory(plan->reorder_scratch_md, Engine());
+    }
+    auto reorder = [&](dnnl::memory& from, dnnl::memory& to) {
+      plan->reorder.execute(stream, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to},
+                                     {DNNL_ARG_SCRATCHPAD, reorder_scratch}});
+    };
     if (k[0] == 0) {
-      if (plan->reorder_weights) plan->reorder.execute(stream, wm, pw);
+      if (plan->reorder_weights) reorder(wm, pw);
       plan->prim.execute(stream, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, pw},
                                   {DNNL_ARG_DST, ym}, {DNNL_ARG_SCRATCHPAD, scratch}});
     } else if (k[0] == 1) {  // x is diff_src (output), y is diff_dst
-      if (plan->reorder_weights) plan->reorder.execute(stream, wm, pw);
+      if (plan->reorder_weights) reorder(wm, pw);
       plan->prim.execute(stream, {{DNNL_ARG_DIFF_SRC, xm}, {DNNL_ARG_WEIGHTS, pw},
                                   {DNNL_ARG_DIFF_DST, ym}, {DNNL_ARG_SCRATCHPAD, scratch}});
     } else {  // w is diff_weights (output)
       plan->prim.execute(stream, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_WEIGHTS, pw},
                                   {DNNL_ARG_DIFF_DST, ym}, {DNNL_ARG_SCRATCHPAD, scratch}});
-      if (plan->reorder_weights) plan->reorder.execute(stream, pw, wm);
+      if (plan->reorder_weights) reorder(pw, wm);
     }
     stream.wait();
   } catch (const dnnl::error& e) {
