@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "oneapi/dnnl/dnnl.hpp"
@@ -73,34 +74,32 @@ dnnl::convolution_forward::primitive_desc FwdPd(const Geometry& g, tag wtag) {
       dst, g.strides, g.pad_l, g.pad_r, attr);
 }
 
+template <typename Primitive, typename Pd>
+void Use(Plan& plan, const Pd& pd, const dnnl::memory::desc& weights) {
+  plan.prim = Primitive(pd);
+  plan.weights_md = weights;
+  plan.scratch_md = pd.scratchpad_desc();
+}
+
 std::shared_ptr<Plan> MakePlan(const Key& k) {
   Geometry g = Geo(k);
   auto plan = std::make_shared<Plan>();
   dnnl::memory::desc user_w(g.wei, dt::f32, tag::hwio);
   dnnl::primitive_attr attr = Attr();
   auto fwd = FwdPd(g, tag::any);
+  // Activations (or their gradients) NHWC; the weights (or theirs) in oneDNN's choice.
+  dnnl::memory::desc src(g.src, dt::f32, tag::nhwc), dst(g.dst, dt::f32, tag::nhwc),
+      wei(g.wei, dt::f32, tag::any);
+  auto args = std::make_tuple(Engine(), dnnl::algorithm::convolution_direct, src, wei, dst,
+                              g.strides, g.pad_l, g.pad_r, fwd, attr);
   if (k[0] == 0) {
-    plan->prim = dnnl::convolution_forward(fwd);
-    plan->weights_md = fwd.weights_desc();
-    plan->scratch_md = fwd.scratchpad_desc();
+    Use<dnnl::convolution_forward>(*plan, fwd, fwd.weights_desc());
   } else if (k[0] == 1) {
-    dnnl::memory::desc dsrc(g.src, dt::f32, tag::nhwc), ddst(g.dst, dt::f32, tag::nhwc),
-        wei(g.wei, dt::f32, tag::any);
-    dnnl::convolution_backward_data::primitive_desc pd(
-        Engine(), dnnl::algorithm::convolution_direct, dsrc, wei, ddst, g.strides, g.pad_l,
-        g.pad_r, fwd, attr);
-    plan->prim = dnnl::convolution_backward_data(pd);
-    plan->weights_md = pd.weights_desc();
-    plan->scratch_md = pd.scratchpad_desc();
+    auto pd = std::make_from_tuple<dnnl::convolution_backward_data::primitive_desc>(args);
+    Use<dnnl::convolution_backward_data>(*plan, pd, pd.weights_desc());
   } else {
-    dnnl::memory::desc src(g.src, dt::f32, tag::nhwc), ddst(g.dst, dt::f32, tag::nhwc),
-        dwei(g.wei, dt::f32, tag::any);
-    dnnl::convolution_backward_weights::primitive_desc pd(
-        Engine(), dnnl::algorithm::convolution_direct, src, dwei, ddst, g.strides, g.pad_l,
-        g.pad_r, fwd, attr);
-    plan->prim = dnnl::convolution_backward_weights(pd);
-    plan->weights_md = pd.diff_weights_desc();
-    plan->scratch_md = pd.scratchpad_desc();
+    auto pd = std::make_from_tuple<dnnl::convolution_backward_weights::primitive_desc>(args);
+    Use<dnnl::convolution_backward_weights>(*plan, pd, pd.diff_weights_desc());
   }
   plan->reorder_weights = plan->weights_md != user_w;
   if (plan->reorder_weights) {
