@@ -250,10 +250,9 @@ for _prim, _target in zip(_REFS, _TARGETS, strict=True):
 
 def _explicit_padding(padding, spatial, window, strides):
     """((top, bottom), (left, right)) of "SAME", "VALID" or explicit pairs (XLA's rules)."""
-    if not isinstance(padding, str):
-        return tuple((int(lo), int(hi)) for lo, hi in padding)
-    pairs = jax.lax.padtype_to_pads(spatial, window, strides, padding)
-    return tuple((int(lo), int(hi)) for lo, hi in pairs)
+    if isinstance(padding, str):
+        padding = jax.lax.padtype_to_pads(spatial, window, strides, padding)
+    return tuple((int(lo), int(hi)) for lo, hi in padding)
 
 
 def conv2d(x: jax.Array, w: jax.Array, strides=(1, 1), padding="SAME") -> jax.Array:

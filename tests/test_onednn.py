@@ -41,19 +41,25 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_conv2d_equals_xla_in_value_and_gradients(case):
-    n, h, w, c, o, k, s = case
-    x, kernel, key = inputs(*case[:6])
-    probe = jax.random.normal(key, reference(x, kernel, (s, s)).shape)
+def assert_matches_xla(x, kernel, key, strides, padding="SAME", act=lambda y: y):
+    """conv2d's value, and the gradients in x and kernel of sum(act(conv) * probe), against
+    XLA's convolution."""
+    probe = jax.random.normal(key, reference(x, kernel, strides, padding).shape)
 
     def loss(conv):
-        return lambda x, w: jnp.sum(jnp.tanh(conv(x, w, (s, s))) * probe)
+        return lambda x, w: jnp.sum(act(conv(x, w, strides, padding)) * probe)
 
-    close(jax.jit(onednn.conv2d, static_argnums=2)(x, kernel, (s, s)), reference(x, kernel, (s, s)))
-    ours = jax.jit(jax.grad(loss(onednn.conv2d), (0, 1)))(x, kernel)
-    for a, b in zip(ours, jax.grad(loss(reference), (0, 1))(x, kernel), strict=True):
+    ours = jax.jit(onednn.conv2d, static_argnums=(2, 3))(x, kernel, strides, padding)
+    close(ours, reference(x, kernel, strides, padding))
+    grads = jax.jit(jax.grad(loss(onednn.conv2d), (0, 1)))(x, kernel)
+    for a, b in zip(grads, jax.grad(loss(reference), (0, 1))(x, kernel), strict=True):
         close(a, b)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_conv2d_equals_xla_in_value_and_gradients(case):
+    x, kernel, key = inputs(*case[:6])
+    assert_matches_xla(x, kernel, key, (case[6], case[6]), act=jnp.tanh)
 
 
 def test_explicit_and_valid_padding_in_value_and_gradients():
@@ -62,16 +68,7 @@ def test_explicit_and_valid_padding_in_value_and_gradients():
     x, kernel, key = inputs(2, 9, 8, 4, 6, 3)
     for padding in ("VALID", ((2, 0), (1, 3))):
         for s in (1, 2):
-            y = reference(x, kernel, (s, s), padding)
-            probe = jax.random.normal(key, y.shape)
-
-            def loss(conv, s=s, padding=padding, probe=probe):
-                return lambda x, w: jnp.sum(conv(x, w, (s, s), padding) * probe)
-
-            close(jax.jit(loss(onednn.conv2d))(x, kernel), loss(reference)(x, kernel))
-            ours = jax.jit(jax.grad(loss(onednn.conv2d), (0, 1)))(x, kernel)
-            for a, b in zip(ours, jax.grad(loss(reference), (0, 1))(x, kernel), strict=True):
-                close(a, b)
+            assert_matches_xla(x, kernel, key, (s, s), padding)
 
 
 def test_forward_mode_vmap_and_second_order():

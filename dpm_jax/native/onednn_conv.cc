@@ -65,15 +65,6 @@ Geometry Geo(const Key& k) {
           {k[10], k[11]}, {k[12], k[14]}, {k[13], k[15]}};
 }
 
-dnnl::convolution_forward::primitive_desc FwdPd(const Geometry& g, tag wtag) {
-  dnnl::memory::desc src(g.src, dt::f32, tag::nhwc), dst(g.dst, dt::f32, tag::nhwc),
-      wei(g.wei, dt::f32, wtag);
-  dnnl::primitive_attr attr = Attr();
-  return dnnl::convolution_forward::primitive_desc(
-      Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src, wei,
-      dst, g.strides, g.pad_l, g.pad_r, attr);
-}
-
 template <typename Primitive, typename Pd>
 void Use(Plan& plan, const Pd& pd, const dnnl::memory::desc& weights) {
   plan.prim = Primitive(pd);
@@ -86,10 +77,12 @@ std::shared_ptr<Plan> MakePlan(const Key& k) {
   auto plan = std::make_shared<Plan>();
   dnnl::memory::desc user_w(g.wei, dt::f32, tag::hwio);
   dnnl::primitive_attr attr = Attr();
-  auto fwd = FwdPd(g, tag::any);
   // Activations (or their gradients) NHWC; the weights (or theirs) in oneDNN's choice.
   dnnl::memory::desc src(g.src, dt::f32, tag::nhwc), dst(g.dst, dt::f32, tag::nhwc),
       wei(g.wei, dt::f32, tag::any);
+  dnnl::convolution_forward::primitive_desc fwd(
+      Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src, wei,
+      dst, g.strides, g.pad_l, g.pad_r, attr);
   auto args = std::make_tuple(Engine(), dnnl::algorithm::convolution_direct, src, wei, dst,
                               g.strides, g.pad_l, g.pad_r, fwd, attr);
   if (k[0] == 0) {
@@ -148,12 +141,11 @@ ffi::Error Run(const Key& k, float* x, float* w, float* y) {
       plan->reorder.execute(stream, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to},
                                      {DNNL_ARG_SCRATCHPAD, reorder_scratch}});
     };
+    if (k[0] != 2 && plan->reorder_weights) reorder(wm, pw);  // weights in
     if (k[0] == 0) {
-      if (plan->reorder_weights) reorder(wm, pw);
       plan->prim.execute(stream, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, pw},
                                   {DNNL_ARG_DST, ym}, {DNNL_ARG_SCRATCHPAD, scratch}});
     } else if (k[0] == 1) {  // x is diff_src (output), y is diff_dst
-      if (plan->reorder_weights) reorder(wm, pw);
       plan->prim.execute(stream, {{DNNL_ARG_DIFF_SRC, xm}, {DNNL_ARG_WEIGHTS, pw},
                                   {DNNL_ARG_DIFF_DST, ym}, {DNNL_ARG_SCRATCHPAD, scratch}});
     } else {  // w is diff_weights (output)
